@@ -1,0 +1,1 @@
+"""prunerepro: reproduction suite for SFP and SNF filter pruning."""

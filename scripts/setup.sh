@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Set up prunerepro on a Debian machine: system packages FFCV builds against, a virtual
+# environment at .venv/, torch, FFCV with its pins, and the project itself (editable).
+#
+#   bash scripts/setup.sh            # Python environment only
+#   bash scripts/setup.sh --slurm    # ... and start the local two-node SLURM test cluster
+#
+# Idempotent: a second run checks a stamp and returns in a second or two.
+# Environment knobs:
+#   PRUNEREPRO_PYTHON   interpreter for the venv (default: python3)
+#   PRUNEREPRO_TORCH    torch requirement to install when torch is missing
+#                       (default: torch==2.13.0 on a machine without a GPU; plain "torch" with one)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+WITH_SLURM=0
+for arg in "$@"; do
+  case "$arg" in
+    --slurm) WITH_SLURM=1 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+log() { echo "[setup $(date +%T)] $*" >&2; }
+T0=$(date +%s)
+
+# ---------------------------------------------------------------- 1. Debian packages
+APT_PKGS=(pkg-config libturbojpeg0-dev libopencv-dev g++ python3-dev)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get -o Acquire::Retries=3 update -qq
+  $SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- 2. virtual environment
+PY=${PRUNEREPRO_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+export PIP_CONSTRAINT="$ROOT/requirements/constraints.txt"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The stamp covers everything that decides what gets installed; unchanged stamp = nothing to do.
+STAMP=.venv/.prunerepro-stamp
+want=$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  # ------------------------------------------------------------ 3. torch, never a CUDA build on CPU
+  has_gpu=0
+  command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && has_gpu=1
+  if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+    if [ "$has_gpu" = 1 ]; then TORCH_REQ=${PRUNEREPRO_TORCH:-torch}; else TORCH_REQ=${PRUNEREPRO_TORCH:-torch==2.13.0}; fi
+    log "installing $TORCH_REQ"
+    "$VPY" -m pip install -q "$TORCH_REQ"
+  fi
+  if [ "$has_gpu" = 0 ]; then
+    "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch build was installed on a machine without a GPU; remove .venv and re-run')"
+  fi
+  # ------------------------------------------------------------ 4. FFCV (pinned) and the project
+  log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT)"
+  "$VPY" -m pip install -q -e ".[ffcv,dev]"
+  "$VPY" -c "import ffcv, torch, submitit, wandb; print('torch', torch.__version__, '| ffcv', ffcv.__version__)"
+  echo "$want" > "$STAMP"
+else
+  log "Python environment up to date"
+fi
+
+# ---------------------------------------------------------------- 5. optional: SLURM test cluster
+if [ "$WITH_SLURM" = 1 ]; then
+  bash "$ROOT/scripts/slurm/start_slurm.sh"
+fi
+log "done in $(( $(date +%s) - T0 )) s"
