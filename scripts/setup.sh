@@ -67,7 +67,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   # ------------------------------------------------------------ 4. FFCV (pinned) and the project
   log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT)"
   "$VPY" -m pip install -q -e ".[ffcv,dev]"
-  "$VPY" -c "import ffcv, torch, submitit, wandb; print('torch', torch.__version__, '| ffcv', ffcv.__version__)"
+  # ffcv.__version__ is stale upstream (says 0.0.3rc1 in 1.0.2): ask the installed metadata.
+  "$VPY" -c "import ffcv, torch, submitit, wandb; from importlib.metadata import version; print('torch', torch.__version__, '| ffcv', version('ffcv'))"
   echo "$want" > "$STAMP"
 else
   log "Python environment up to date"

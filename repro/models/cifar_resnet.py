@@ -58,15 +58,23 @@ class CifarResNet(nn.Module):
         stem = spec.conv("conv1", STAGE_WIDTHS[0])
         self.conv1, self.bn1 = conv_bn(3, stem, 3)
         self.relu = nn.ReLU(inplace=True)
-        self.stem_write = StreamStart(stem, streams[0])
         stages = []
         for s, full in enumerate(STAGE_WIDTHS):
             layer = []
             for b in range(blocks):
                 name = f"layer{s + 1}.{b}"
                 first_of_stage = b == 0 and s > 0
-                stream_in = streams[s - 1] if first_of_stage else streams[s]
-                shortcut = OptionAShortcut(stream_in, streams[s], STAGE_WIDTHS[s - 1], full) if first_of_stage else None
+                if s == 0 and b == 0:
+                    # The stem's output starts the first stream. layer1.0.conv1 reads the stem's
+                    # kept channels directly (the others are exactly zero), and the shortcut
+                    # places them into the full-width stream.
+                    stream_in = stem
+                    shortcut = StreamStart(stem, streams[0])
+                elif first_of_stage:
+                    stream_in = streams[s - 1]
+                    shortcut = OptionAShortcut(stream_in, streams[s], STAGE_WIDTHS[s - 1], full)
+                else:
+                    stream_in, shortcut = streams[s], None
                 layer.append(BasicBlock(name, stream_in, streams[s], full, 2 if first_of_stage else 1, shortcut, spec))
             stages.append(nn.Sequential(*layer))
         self.layer1, self.layer2, self.layer3 = stages
@@ -75,6 +83,6 @@ class CifarResNet(nn.Module):
         init_resnet_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_write(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))

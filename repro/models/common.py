@@ -30,6 +30,11 @@ class StreamWrite(nn.Module):
     block-output conv writing into a stream that other layers keep wider), the branch's channels
     land at ``index`` (a buffer, saved in the state dict) by ``index_add``: exact, and one pass
     over the stream, unlike materialising a zero-filled full-width copy first.
+
+    Memory format matters (measured, repro/bench/latency.py): ``index_add`` along dim 1 of a
+    channels_last tensor takes PyTorch's strided slow path, 10-20x a dense add, which is what
+    makes a naive compact ResNet-50 slower than the dense one. On channels_last tensors the add
+    therefore runs along the last dim of the NHWC-contiguous view, which costs about one dense add.
     """
 
     def __init__(self, width: int, stream: int):
@@ -42,8 +47,17 @@ class StreamWrite(nn.Module):
 
     def forward(self, branch: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
         if self.scatter:
+            if _nhwc(stream):
+                out = stream.clone(memory_format=torch.channels_last)
+                out.permute(0, 2, 3, 1).index_add_(3, self.index, branch.permute(0, 2, 3, 1))
+                return out
             return stream.index_add(1, self.index, branch)
         return stream + branch
+
+
+def _nhwc(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out channels_last (and not also NCHW-contiguous, e.g. 1x1)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class StreamStart(nn.Module):
@@ -81,6 +95,11 @@ class StreamStart(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scatter:
+            if _nhwc(x):  # see StreamWrite: index ops along dim 1 of channels_last are slow
+                out = x.new_zeros(x.shape[0], self.stream, x.shape[2], x.shape[3]).contiguous(
+                    memory_format=torch.channels_last)
+                out.permute(0, 2, 3, 1).index_copy_(3, self.index, x.permute(0, 2, 3, 1))
+                return out
             out = x.new_zeros(x.shape[0], self.stream, x.shape[2], x.shape[3])
             return out.index_copy(1, self.index, x)
         if self.pad_before == 0 and self.pad_after == 0:

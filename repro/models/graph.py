@@ -4,8 +4,10 @@ This is the only place that knows the ResNets' wiring; the pruner, the compact b
 FLOPs counter and the SNF search all ask it.
 
 Roles of a prunable conv:
-  ``stem``   the first conv. With CIFAR nets and basic-block ImageNet nets it starts the first
-             residual stream; with bottleneck nets it feeds layer1.0 only.
+  ``stem``   the first conv. Its kept channels feed layer1.0.conv1 (and layer1.0's projection
+             with bottlenecks) directly. With CIFAR nets and basic-block ImageNet nets it also
+             starts the first residual stream: layer1.0's shortcut module (``shortcut`` in CIFAR
+             nets, ``place`` in ImageNet basic nets, a StreamStart) puts it there.
   ``inner``  a conv inside a block whose output goes only to the next conv of the same block.
   ``output`` a block's last conv: its output is added into the stage's residual stream.
 A residual stream (one per stage) is written by its stage's ``output`` convs plus whatever
@@ -27,7 +29,7 @@ class PrunableConv:
     role: str                 # "stem" | "inner" | "output"
     out_channels: int         # dense width
     stream: str | None        # stage whose stream it writes ("layer1"), for stem (basic) / output
-    consumers: tuple[str, ...]  # convs that read its output directly (empty for stream writers)
+    consumers: tuple[str, ...]  # convs that read its output directly (empty for block outputs)
     block: str | None         # "layer1.0", or None for the stem
 
 
@@ -47,7 +49,7 @@ def _graph(arch: str) -> tuple[tuple[PrunableConv, ...], tuple[Stream, ...]]:
     streams: list[Stream] = []
     bottleneck = info.family == "imagenet" and model.block_type == "Bottleneck"
     stem_stream = None if bottleneck else "layer1"
-    stem_consumers = ("layer1.0.conv1", "layer1.0.downsample.0") if bottleneck else ()
+    stem_consumers = ("layer1.0.conv1", "layer1.0.downsample.0") if bottleneck else ("layer1.0.conv1",)
     convs.append(PrunableConv("conv1", "bn1", "stem", model.conv1.out_channels, stem_stream, stem_consumers, None))
     stages = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
     for s, stage in enumerate(stages):

@@ -18,7 +18,8 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec):
+    def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec,
+                 place: nn.Module | None = None):
         super().__init__()
         full_out = planes * self.expansion
         mid = spec.conv(f"{name}.conv1", planes)
@@ -27,10 +28,16 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = conv_bn(mid, out, 3)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _projection(stream_in, stream_out, stride) if projection else None
+        self.place = place  # basic nets' layer1.0: puts the narrow stem output into the stream
         self.write = StreamWrite(out, stream_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        elif self.place is not None:
+            identity = self.place(x)
+        else:
+            identity = x
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return self.relu(self.write(y, identity))
@@ -39,7 +46,8 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec):
+    def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec,
+                 place: nn.Module | None = None):
         super().__init__()
         full_out = planes * self.expansion
         mid1 = spec.conv(f"{name}.conv1", planes)
@@ -50,10 +58,16 @@ class Bottleneck(nn.Module):
         self.conv3, self.bn3 = conv_bn(mid2, out, 1)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _projection(stream_in, stream_out, stride) if projection else None
+        self.place = place  # basic nets' layer1.0: puts the narrow stem output into the stream
         self.write = StreamWrite(out, stream_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        elif self.place is not None:
+            identity = self.place(x)
+        else:
+            identity = x
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
@@ -77,15 +91,10 @@ class ImageNetResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         streams = [spec.stream(f"layer{i + 1}", w * block.expansion) for i, w in enumerate(STAGE_WIDTHS)]
-        # With basic blocks the stem's output *is* the first stream (identity shortcut); with
-        # bottlenecks layer1.0 has a projection, so the stem output is only that block's input
-        # and its pruned channels are simply absent (no scatter needed).
-        if block.expansion == 1:
-            self.stem_write = StreamStart(stem, streams[0])
-            width = streams[0]
-        else:
-            self.stem_write = StreamStart(stem, stem)
-            width = stem
+        # layer1.0 reads the stem's kept channels directly (the pruned ones are exactly zero).
+        # With basic blocks the stem output also starts the first stream, so layer1.0's identity
+        # path places it there (StreamStart); with bottlenecks layer1.0 has a projection instead.
+        width = stem
         stages = []
         for s, (planes, n) in enumerate(zip(STAGE_WIDTHS, layers)):
             blocks = []
@@ -94,7 +103,8 @@ class ImageNetResNet(nn.Module):
                 # torchvision's rule: a projection where the block changes the shape of the
                 # dense stream (stride, or the bottleneck's 4x expansion at layer1.0).
                 projection = b == 0 and (stride != 1 or block.expansion != 1)
-                blocks.append(block(f"layer{s + 1}.{b}", width, streams[s], planes, stride, projection, spec))
+                place = StreamStart(stem, streams[0]) if (s == 0 and b == 0 and not projection) else None
+                blocks.append(block(f"layer{s + 1}.{b}", width, streams[s], planes, stride, projection, spec, place))
                 width = streams[s]
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -103,7 +113,6 @@ class ImageNetResNet(nn.Module):
         init_resnet_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # maxpool before placing into the stream: same result (zero channels pool to zero), cheaper.
-        x = self.stem_write(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
