@@ -1,79 +1,288 @@
 """Run configuration: every key declared once, with its type, default and help.
 
-SKELETON OWNED BY THE TRAINING-ENGINE WORK: the section/field names below are the contract the
-data, pruning, launch and table code read. Extend (new keys, validation, overrides, hashing),
-but do not rename a field without updating every reader.
+The section/field names below are the contract the data, pruning, launch and table code read.
+Extend (new keys, validation), but do not rename a field without updating every reader.
+
+* ``Config()`` is the CIFAR recipe of both papers (SGD Nesterov, 200 epochs, 1 warm-up epoch at
+  0.01, lr 0.1 x0.2 at 60/120/160, wd 5e-4, batch 128).
+* ``Config.from_overrides(["preset=imagenet", "optim.lr=0.05"])`` applies a named preset
+  (``PRESETS``; ``auto`` = by the arch's family), then dotted ``key=value`` overrides, parsing each
+  value to the key's declared type. Unknown keys and invalid values raise ``ConfigError``.
+* ``config_hash(cfg)`` hashes the keys that change what a run computes (``identity``); log
+  destinations, data paths and worker counts are left out so the same run hashes the same on
+  every machine. ``run_name(cfg)`` = readable key fields + that hash.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
+import typing
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 
-def key(default, help: str, **kw):
-    """A config field with its help text (read by --help and by the docs)."""
+class ConfigError(ValueError):
+    """A bad key or value; the message is one line naming the key and what is allowed."""
+
+
+def key(default, help: str, *, identity: bool = True, choices: tuple = (), **kw):
+    """A config field with its help text (read by --help and by the docs).
+
+    identity=False: the value does not change what the run computes (paths, log destinations,
+    worker counts), so it is left out of the hash and may differ when a run is resumed.
+    """
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
-    return field(default=default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, "identity": identity, "choices": choices, **kw})
 
 
+# ----------------------------------------------------------------------------- validation helpers
+def _check(cond: bool, name: str, msg: str, value) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {msg}, got {value!r}")
+
+
+class _Section:
+    """Type-checks every field on construction (frozen dataclasses cannot be half-valid)."""
+
+    _prefix = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            name = f"{self._prefix}{f.name}"
+            value = getattr(self, f.name)
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                if not isinstance(value, tp):
+                    raise ConfigError(f"{name}: expected a {tp.__name__}, got {type(value).__name__}")
+                continue
+            object.__setattr__(self, f.name, _coerce(name, tp, value))
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{name}: must be one of {' | '.join(map(str, choices))}, got {value!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        pass
+
+
+def _coerce(name: str, tp, value):
+    """Accept a value of the declared type (ints for floats, lists for tuples); reject the rest."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(tp) is tuple:
+        (elem, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, (tuple, list)):
+            return tuple(_coerce(f"{name}[{i}]", elem, v) for i, v in enumerate(value))
+    else:  # pragma: no cover - a new field type without support here is a bug
+        raise TypeError(f"unsupported config type {tp} for {name}")
+    raise ConfigError(f"{name}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"tuple of {typing.get_args(tp)[0].__name__} (e.g. 30,60,90)"
+    return tp.__name__
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_value(name: str, tp, text: str):
+    """Parse a command-line string into the declared type of key ``name``."""
+    try:
+        if tp is bool:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+        if typing.get_origin(tp) is tuple:
+            elem = typing.get_args(tp)[0]
+            body = text.strip().strip("()[]")
+            parts = [p.strip() for p in body.split(",") if p.strip()]
+            return tuple(parse_value(name, elem, p) for p in parts)
+    except ValueError:
+        pass
+    raise ConfigError(f"{name}: expected {_type_name(tp)}, got {text!r}")
+
+
+# ----------------------------------------------------------------------------- the sections
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
+    _prefix = "model."
     arch: str = key("resnet20", "one of repro.models.ARCHS")
     num_classes: int = key(0, "head size; 0 = the data set's number of classes")
 
+    def validate(self):
+        from repro.models import ARCHS
+        _check(self.arch in ARCHS, "model.arch", f"must be one of {' | '.join(ARCHS)}", self.arch)
+        _check(self.num_classes >= 0, "model.num_classes", "must be >= 0", self.num_classes)
+
+
+DATASETS = ("cifar10", "imagenet", "digits")
+
 
 @dataclass(frozen=True)
-class DataConfig:
-    name: str = key("digits", "cifar10 | imagenet | digits")
+class DataConfig(_Section):
+    _prefix = "data."
+    name: str = key("digits", "cifar10 | imagenet | digits", choices=DATASETS)
     path: str = key("", "raw data set in its real on-disk layout (CIFAR-10 python pickles dir; "
-                        "ImageNet root holding train/ and val/); unused for digits")
-    ffcv_dir: str = key("", "folder with train.beton and val.beton (python -m repro.data.write ...)")
-    loader: str = key("ffcv", "ffcv | plain (torch DataLoader over the raw layout)")
+                        "ImageNet root holding train/ and val/); unused for digits", identity=False)
+    ffcv_dir: str = key("", "folder with train.beton and val.beton (python -m repro.data.write ...)",
+                        identity=False)
+    loader: str = key("ffcv", "ffcv | plain (torch DataLoader over the raw layout)", choices=("ffcv", "plain"))
     batch_size: int = key(128, "global batch size, split evenly over ranks")
-    workers: int = key(2, "loader worker threads/processes per rank")
+    workers: int = key(2, "loader worker threads/processes per rank", identity=False)
     train_res: int = key(224, "ImageNet training crop (random-resized crop); ignored for 32x32 sets")
     val_res: int = key(224, "ImageNet validation centre crop; ignored for 32x32 sets")
     val_resize: int = key(256, "ImageNet validation resize before the centre crop (256 for 224)")
-    in_memory: bool = key(True, "FFCV: load the whole .beton into RAM")
+    in_memory: bool = key(True, "FFCV: load the whole .beton into RAM", identity=False)
+
+    def validate(self):
+        _check(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
+        _check(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
+        for k in ("train_res", "val_res", "val_resize"):
+            _check(getattr(self, k) >= 8, f"data.{k}", "must be >= 8 pixels", getattr(self, k))
+        _check(self.val_resize >= self.val_res, "data.val_resize", f"must be >= data.val_res ({self.val_res})",
+               self.val_resize)
+
+    @property
+    def resolution(self) -> int:
+        """Input resolution the model sees at evaluation (32 for the 32x32 sets)."""
+        return self.val_res if self.name == "imagenet" else 32
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
+    _prefix = "optim."
     lr: float = key(0.1, "peak learning rate for the global batch")
     momentum: float = key(0.9, "SGD momentum")
     nesterov: bool = key(True, "Nesterov momentum (both papers)")
     weight_decay: float = key(5e-4, "L2 weight decay")
 
+    def validate(self):
+        _check(self.lr > 0, "optim.lr", "must be > 0", self.lr)
+        _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _check(not self.nesterov or self.momentum > 0, "optim.nesterov", "needs optim.momentum > 0", self.nesterov)
+
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(_Section):
+    _prefix = "schedule."
     epochs: int = key(200, "training epochs (SNF: fine-tuning epochs are prune.finetune_epochs)")
     warmup_epochs: int = key(1, "epochs at warmup_lr before the peak lr (CIFAR recipe: 1)")
     warmup_lr: float = key(0.01, "learning rate during warm-up")
-    milestones: tuple = key((60, 120, 160), "epochs at which the lr is multiplied by gamma")
+    milestones: tuple[int, ...] = key((60, 120, 160), "epochs at which the lr is multiplied by gamma")
     gamma: float = key(0.2, "lr multiplier at each milestone")
+    train_batches: int = key(0, "stop each training epoch after this many batches (0 = full epoch; "
+                                "smoke tests only)")
+    val_batches: int = key(0, "evaluate on this many validation batches per rank (0 = all; smoke tests only)")
+
+    def validate(self):
+        _check(self.epochs >= 1, "schedule.epochs", "must be >= 1", self.epochs)
+        _check(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
+        _check(self.warmup_lr > 0, "schedule.warmup_lr", "must be > 0", self.warmup_lr)
+        _check(self.gamma > 0, "schedule.gamma", "must be > 0", self.gamma)
+        ms = self.milestones
+        _check(all(m >= 1 for m in ms) and list(ms) == sorted(set(ms)), "schedule.milestones",
+               "must be strictly increasing epochs >= 1", ms)
+        _check(self.train_batches >= 0, "schedule.train_batches", "must be >= 0", self.train_batches)
+        _check(self.val_batches >= 0, "schedule.val_batches", "must be >= 0", self.val_batches)
+
+    def lr_at(self, epoch: int, peak: float, scale: float = 1.0) -> float:
+        """Learning rate for a whole epoch: warm-up, then step decay (both papers change lr per epoch)."""
+        if epoch < self.warmup_epochs:
+            return self.warmup_lr * scale
+        return peak * scale * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+
+PRUNE_METHODS = ("none", "sfp", "snf")
 
 
 @dataclass(frozen=True)
-class PruneConfig:
-    method: str = key("none", "none | sfp | snf")
+class PruneConfig(_Section):
+    _prefix = "prune."
+    method: str = key("none", "none | sfp | snf", choices=PRUNE_METHODS)
     rate: float = key(0.0, "SFP: fraction of filters zeroed per layer, in [0, 1)")
-    criterion: str = key("l2", "filter importance: l2 | l1 | random")
+    criterion: str = key("l2", "filter importance: l2 | l1 | random", choices=("l2", "l1", "random"))
     init_from: str = key("", "checkpoint or run folder of a trained baseline to start from "
-                             "('' = from scratch); SNF requires one")
+                             "('' = from scratch); SNF requires one. Also a torchvision state dict "
+                             "for the ImageNet archs")
     flops_reduction: float = key(0.0, "SNF: target conv-MACs reduction in percent")
     finetune_epochs: int = key(0, "SNF: fine-tuning epochs after pruning")
+    init_lr_scale: float = key(0.1, "multiplier on optim.lr and schedule.warmup_lr when prune.init_from "
+                                    "is set (SFP from pre-trained and SNF fine-tuning: lr/10)")
+    search_batches: int = key(8, "SNF: training batches (epoch-0 order, per process) on which the "
+                                 "sensitivity curves are measured")
+    uniform: bool = key(False, "SNF: one prune rate for every layer meeting the same FLOPs target (the "
+                               "uniform baseline) instead of the sensitivity search")
+
+    def validate(self):
+        _check(0 <= self.rate < 1, "prune.rate", "must be in [0, 1)", self.rate)
+        _check(self.init_lr_scale > 0, "prune.init_lr_scale", "must be > 0", self.init_lr_scale)
+        _check(self.finetune_epochs >= 0, "prune.finetune_epochs", "must be >= 0", self.finetune_epochs)
+        _check(self.search_batches >= 1, "prune.search_batches", "must be >= 1", self.search_batches)
+        if self.method == "sfp":
+            _check(self.rate > 0, "prune.rate", "must be > 0 for prune.method=sfp", self.rate)
+        else:
+            _check(self.rate == 0, "prune.rate", f"is an SFP key; must be 0 for prune.method={self.method}",
+                   self.rate)
+        if self.method == "snf":
+            _check(self.init_from != "", "prune.init_from", "SNF prunes a trained baseline; give its run "
+                   "folder or checkpoint", self.init_from)
+            _check(0 < self.flops_reduction < 100, "prune.flops_reduction", "must be in (0, 100) for SNF",
+                   self.flops_reduction)
+        else:
+            _check(self.flops_reduction == 0, "prune.flops_reduction",
+                   f"is an SNF key; must be 0 for prune.method={self.method}", self.flops_reduction)
+            _check(not self.uniform, "prune.uniform", f"is an SNF key; must be false for prune.method={self.method}",
+                   self.uniform)
+            _check(self.finetune_epochs == 0, "prune.finetune_epochs",
+                   f"is an SNF key; must be 0 for prune.method={self.method} (use schedule.epochs)",
+                   self.finetune_epochs)
 
 
 @dataclass(frozen=True)
-class LogConfig:
-    wandb: str = key("auto", "auto (WANDB_MODE, else offline) | offline | online | disabled")
-    project: str = key("prunerepro", "W&B project")
-    group: str = key("", "W&B group (the table a run belongs to)")
+class LogConfig(_Section):
+    _prefix = "log."
+    wandb: str = key("auto", "auto (WANDB_MODE, else offline) | offline | online | disabled",
+                     identity=False, choices=("auto", "offline", "online", "disabled"))
+    project: str = key("prunerepro", "W&B project", identity=False)
+    group: str = key("", "W&B group (the table a run belongs to)", identity=False)
+    every: int = key(50, "print a progress line every N training steps when stderr is not a terminal",
+                     identity=False)
+
+    def validate(self):
+        _check(self.every >= 1, "log.every", "must be >= 1", self.every)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -81,7 +290,211 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = key(0, "seed for weights, data order and augmentation")
-    device: str = key("auto", "auto | cpu | cuda")
+    device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     deterministic: bool = key(False, "deterministic kernels (bit-exact resume on CPU)")
     amp: bool = key(True, "bf16/fp16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = key(True, "channels_last memory format on CUDA (ignored on CPU)")
+    sync_bn: bool = key(False, "synchronise BatchNorm statistics over ranks (the papers used per-GPU BN; "
+                               "on: a DDP run equals one process with the same global batch)")
+
+    def validate(self):
+        from repro.models import check_resolution
+        _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        try:
+            check_resolution(self.model.arch, self.data.resolution)
+        except ValueError as e:
+            raise ConfigError(f"model.arch / data.name: {e}") from None
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_overrides(cls, overrides: Iterable[str] | Mapping[str, Any] = ()) -> "Config":
+        """``["preset=imagenet", "optim.lr=0.05", ...]`` (or a {dotted: value} mapping) -> Config.
+
+        The preset (``auto`` unless given: picked by the arch's family) is applied first, then every
+        override in order, so an explicit key always wins over the preset.
+        """
+        pairs = _split_overrides(overrides)
+        preset = "auto"
+        rest = []
+        for k, v in pairs:
+            if k == "preset":
+                preset = v
+            else:
+                rest.append((k, v))
+        arch = ModelConfig().arch
+        for k, v in rest:
+            if k == "model.arch":
+                arch = v
+        if preset == "auto":
+            from repro.models import ARCHS
+            preset = ARCHS[arch].family if arch in ARCHS else "cifar"
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: must be one of auto | {' | '.join(PRESETS)}, got {preset!r}")
+        values = dict(PRESETS[preset])
+        values.update(rest)
+        return cls.from_flat(values)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> "Config":
+        """{dotted key: value} -> Config; string values are parsed to the key's type."""
+        known = {k: (tp, f) for k, tp, f in iter_keys()}
+        nested: dict[str, dict] = {}
+        top: dict[str, Any] = {}
+        for k, v in flat.items():
+            if k not in known:
+                raise ConfigError(f"unknown key {k!r}{_suggest(k, known)}; see --help for every key")
+            tp = known[k][0]
+            if isinstance(v, str) and tp is not str:
+                v = parse_value(k, tp, v)
+            if "." in k:
+                sec, name = k.split(".", 1)
+                nested.setdefault(sec, {})[name] = v
+            else:
+                top[k] = v
+        sections = {}
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+                sections[f.name] = f.default_factory(**nested.get(f.name, {}))
+        return cls(**sections, **top)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """Nested dict (config.json) -> Config. Unknown keys are errors; missing keys take defaults."""
+        flat = {}
+        for k, v in data.items():
+            if isinstance(v, Mapping):
+                for k2, v2 in v.items():
+                    flat[f"{k}.{k2}"] = v2
+            else:
+                flat[k] = v
+        return cls.from_flat(flat)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, overrides: Iterable[str] | Mapping[str, Any]) -> "Config":
+        """A copy with dotted overrides applied (no preset): ``cfg.replace({"seed": 1})``."""
+        flat = flatten(self)
+        flat.update(_split_overrides(overrides))
+        return Config.from_flat(flat)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def train_epochs(self) -> int:
+        """Epochs the trainer runs: SNF fine-tunes for prune.finetune_epochs, others schedule.epochs."""
+        return self.prune.finetune_epochs if self.prune.method == "snf" else self.schedule.epochs
+
+    @property
+    def lr_scale(self) -> float:
+        return self.prune.init_lr_scale if self.prune.init_from else 1.0
+
+    def lr_at(self, epoch: int) -> float:
+        return self.schedule.lr_at(epoch, self.optim.lr, self.lr_scale)
+
+
+def _cifar_values() -> dict:
+    return {}  # the dataclass defaults are the CIFAR recipe
+
+
+# Named recipes (papers.md): a preset is a set of dotted overrides applied before the user's own.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cifar": _cifar_values(),
+    "imagenet": {
+        "data.name": "imagenet", "data.batch_size": 256, "optim.lr": 0.1, "optim.weight_decay": 1e-4,
+        "schedule.epochs": 100, "schedule.warmup_epochs": 0, "schedule.milestones": (30, 60, 90),
+        "schedule.gamma": 0.1,
+    },
+}
+
+
+def _split_overrides(overrides) -> list[tuple[str, Any]]:
+    if isinstance(overrides, Mapping):
+        return list(overrides.items())
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=0.05)")
+        k, v = item.split("=", 1)
+        pairs.append((k.strip(), v))
+    return pairs
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def iter_keys(cls=Config, prefix: str = ""):
+    """Yield (dotted name, type, dataclass field) for every leaf key, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_keys(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, f
+
+
+def flatten(cfg: Config, identity_only: bool = False) -> dict[str, Any]:
+    out = {}
+    for name, _tp, f in iter_keys():
+        if identity_only and not f.metadata.get("identity", True):
+            continue
+        obj = cfg
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        out[name] = obj
+    return out
+
+
+def config_hash(cfg: Config, length: int = 8) -> str:
+    """Stable hash of the keys that change what a run computes (sorted JSON, sha256)."""
+    blob = json.dumps(flatten(cfg, identity_only=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def identity_diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    """{key: (a value, b value)} for the identity keys on which two configs differ."""
+    fa, fb = flatten(a, True), flatten(b, True)
+    return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def run_name(cfg: Config) -> str:
+    """Readable key fields + the hash, e.g. ``resnet56-cifar10-sfp0.3-e200-s0-1a2b3c4d``."""
+    p = cfg.prune
+    if p.method == "sfp":
+        method = f"sfp{_num(p.rate)}" + ("-ft" if p.init_from else "")
+    elif p.method == "snf":
+        method = f"{'unif' if p.uniform else 'snf'}{_num(p.flops_reduction)}"
+    else:
+        method = "base" + ("-ft" if p.init_from else "")
+    return f"{cfg.model.arch}-{cfg.data.name}-{method}-e{cfg.train_epochs}-s{cfg.seed}-{config_hash(cfg)}"
+
+
+def help_text() -> str:
+    """Every key with its type, default and help: what ``--help`` prints."""
+    lines = ["configuration keys (key=value; presets: " + ", ".join(["auto"] + list(PRESETS)) +
+             "; preset=auto picks by the arch's family):"]
+    for name, tp, f in iter_keys():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default)) or "(empty)"
+        tname = _type_name(tp).split(" (")[0]
+        lines.append(f"  {name:<24} {tname:<14} default {default!s:<12} {f.metadata['help']}")
+    lines.append("presets:")
+    for pname, vals in PRESETS.items():
+        desc = ", ".join(f"{k}={v}" for k, v in vals.items()) or "the dataclass defaults (CIFAR recipe)"
+        lines.append(f"  {pname:<10} {desc}")
+    return "\n".join(lines)

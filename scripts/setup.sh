@@ -26,7 +26,8 @@ log() { echo "[setup $(date +%T)] $*" >&2; }
 T0=$(date +%s)
 
 # ---------------------------------------------------------------- 1. Debian packages
-APT_PKGS=(pkg-config libturbojpeg0-dev libopencv-dev g++ python3-dev)
+# python3-venv: Debian's python3 cannot create a venv without it (ensurepip is split out).
+APT_PKGS=(pkg-config libturbojpeg0-dev libopencv-dev g++ python3-dev python3-venv git)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,0 +1,249 @@
+"""Where am I running? torchrun, srun (plain or submitit) or a single process — and the collectives
+the trainer needs, written so that they are no-ops in a single process.
+
+Detection order (the first complete source wins):
+1. torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT all set. Some but not all
+   set is an error naming the missing ones (a half-exported env is a launcher bug, not a hint).
+2. submitit (SUBMITIT_EXECUTOR set): ``submitit.helpers.TorchDistributedEnvironment``.
+3. SLURM task (SLURM_PROCID set, i.e. started by srun): SLURM_PROCID, SLURM_NTASKS,
+   SLURM_LOCALID, SLURM_JOB_NODELIST, SLURM_JOB_ID must all be there. The master is the first
+   host of the node list (``scontrol show hostnames``, else submitit's parser); the port is
+   derived from the job id exactly as submitit does, so every task computes the same one.
+4. a single process.
+Backend: nccl when the run uses CUDA, gloo otherwise.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.distributed as tdist
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
+
+
+class DistEnvError(RuntimeError):
+    """The process environment describes an incomplete or inconsistent distributed launch."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    source: str          # "torchrun" | "submitit" | "slurm" | "single"
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    job_id: str          # SLURM job id (with array suffix) or "" when there is none
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _int(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError:
+        raise DistEnvError(f"{name}={environ[name]!r} is not an integer") from None
+
+
+def slurm_job_id(environ: Mapping[str, str] = os.environ) -> str:
+    """The id that identifies this SLURM job (array jobs: ARRAYID_TASKID), or ''."""
+    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    return environ.get("SLURM_JOB_ID", "")
+
+
+def first_host(nodelist: str) -> str:
+    """First host name of a SLURM node list such as ``node[1-3,7],gpu2``."""
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.split()
+            if out:
+                return out[0]
+        except (subprocess.SubprocessError, OSError):
+            pass  # fall through to the pure-Python parser
+    from submitit.slurm.slurm import _parse_node_list  # same grammar, no SLURM binaries needed
+    return _parse_node_list(nodelist)[0]
+
+
+def master_port_for(job_id: str) -> int:
+    """Port every task of a job derives alike (submitit's rule: seeded by the job id)."""
+    return random.Random(job_id).randint(20000, 60000)
+
+
+def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
+    env = os.environ if environ is None else environ
+    job = slurm_job_id(env)
+    present = [v for v in TORCHRUN_VARS if v in env]
+    if present:
+        missing = [v for v in TORCHRUN_VARS if v not in env]
+        if missing:
+            raise DistEnvError(f"incomplete torchrun environment: {', '.join(missing)} missing "
+                               f"(found {', '.join(present)}); launch with torchrun or unset them")
+        return _checked(DistEnv("torchrun", _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK"),
+                                env["MASTER_ADDR"], _int(env, "MASTER_PORT"), job))
+    if env.get("SUBMITIT_EXECUTOR") and environ is None:
+        from submitit.helpers import TorchDistributedEnvironment
+        t = TorchDistributedEnvironment()
+        return _checked(DistEnv("submitit", t.rank, t.world_size, t.local_rank, t.master_addr, t.master_port,
+                                job or str(t._job_env.job_id)))
+    if "SLURM_PROCID" in env:
+        missing = [v for v in SLURM_VARS if v not in env]
+        if missing:
+            raise DistEnvError(f"incomplete SLURM task environment: {', '.join(missing)} missing "
+                               "(start the tasks with srun)")
+        world = _int(env, "SLURM_NTASKS")
+        addr = first_host(env["SLURM_JOB_NODELIST"]) if world > 1 else "127.0.0.1"
+        port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else master_port_for(env["SLURM_JOB_ID"])
+        return _checked(DistEnv("slurm", _int(env, "SLURM_PROCID"), world, _int(env, "SLURM_LOCALID"),
+                                addr, port, job))
+    return DistEnv("single", 0, 1, 0, "127.0.0.1", 0, job)
+
+
+def _checked(d: DistEnv) -> DistEnv:
+    if d.world_size < 1 or not 0 <= d.rank < d.world_size or d.local_rank < 0:
+        raise DistEnvError(f"inconsistent {d.source} environment: rank {d.rank}, world size {d.world_size}, "
+                           f"local rank {d.local_rank}")
+    return d
+
+
+def pick_device(requested: str, d: DistEnv) -> torch.device:
+    """cuda:local_rank when CUDA is asked for (or auto and present), else cpu."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DistEnvError("device=cuda but torch sees no CUDA device (CPU build or no GPU)")
+        n = torch.cuda.device_count()
+        # One task per GPU: either each task sees all GPUs (pick by local rank) or SLURM/submitit
+        # narrowed CUDA_VISIBLE_DEVICES to one.
+        dev = torch.device("cuda", d.local_rank % n)
+        torch.cuda.set_device(dev)
+        return dev
+    return torch.device("cpu")
+
+
+def init(d: DistEnv, device: torch.device, timeout_s: int = 1800) -> None:
+    """Join the process group (no-op for one process)."""
+    if not d.distributed or tdist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    tdist.init_process_group(backend, init_method=f"tcp://{d.master_addr}:{d.master_port}", rank=d.rank,
+                             world_size=d.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def teardown() -> None:
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- collectives
+def active() -> bool:
+    return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
+
+
+def barrier() -> None:
+    if active():
+        tdist.barrier()
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place and returned)."""
+    if active():
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return t
+
+
+def any_flag(flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on any (used to agree on stopping at one step)."""
+    if not active():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any) -> list:
+    """Every rank's ``obj`` on every rank (picklable objects; small ones only)."""
+    if not active():
+        return [obj]
+    out: list = [None] * tdist.get_world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not active():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+# ----------------------------------------------------------------------------- synchronised BN
+class SyncBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are taken over the global batch of all ranks.
+
+    torch's SyncBatchNorm only runs on accelerators; this one is a few all-reduces through the
+    differentiable ``torch.distributed.nn.all_reduce``, so it also runs on CPU/gloo. It stays a
+    BatchNorm2d subclass with the same state-dict keys, so pruning code that looks for BN layers
+    and checkpoints are unaffected. Outside training or with one rank it is plain BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        from torch.distributed.nn import all_reduce as diff_all_reduce
+        c = x.shape[1]
+        n_local = x.numel() // c
+        xf = x.float()
+        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)),
+                           torch.full((1,), float(n_local), device=x.device)])
+        stats = diff_all_reduce(stats)
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Swap every BatchNorm2d for SyncBatchNorm2d in place (parameters and buffers are kept)."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            child.__class__ = SyncBatchNorm2d  # same fields, only forward differs
+        else:
+            convert_sync_bn(child)
+    return module
+
+
+def revert_sync_bn(module: torch.nn.Module) -> torch.nn.Module:
+    for m in module.modules():
+        if type(m) is SyncBatchNorm2d:
+            m.__class__ = torch.nn.BatchNorm2d
+    return module

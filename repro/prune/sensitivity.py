@@ -1,0 +1,256 @@
+"""Sensitivity curves for SNF: the held-out loss rise when one layer alone is cut.
+
+Part of "SNF, abstract-level reimplementation" (not the authors' code; papers.md §2).
+
+For every prunable conv of a trained dense model and every kept count ``k`` of a grid, the
+conv's ``k`` best filters by the criterion (L2 by default) are kept and the others cut by the
+hard-prune rule (conv filter AND the following BN's gamma/beta zeroed, so the channel is exactly
+0). The curve value is ``loss(cut) - loss(dense)`` (mean cross-entropy over the held-out set).
+
+Why it is cheap enough for a ResNet-110 sweep on a CPU:
+* Nothing is rebuilt or copied per point: the cut is a channel mask multiplied onto the output of
+  the conv's BatchNorm (a forward hook). That equals the hard-prune rule exactly, because a
+  zeroed filter with zeroed BN affine outputs exactly 0 in eval mode.
+* Only the part of the network at and after the cut is re-run: the input of every residual block
+  is computed once per held-out batch and carried forward block by block (one activation per
+  batch in memory, never one per block).
+* All grid points of one layer run as ONE batch: the block input is repeated G times along the
+  batch dimension and each copy gets its own mask, so the rest of the network runs once on a
+  G x B batch (chunked to ``max_batch`` images).
+* Results are cached on disk, keyed by (arch, weights hash, held-out data hash, grid, criterion,
+  code version): a rerun is a file read.
+
+BatchNorm: the model runs in eval mode with its trained running statistics and is NOT
+recalibrated after a cut. The hard-prune rule already makes a cut channel exactly 0, so the cut
+layer itself needs no new statistics; the shift that the cut causes downstream is part of the
+damage the curve should measure, and fine-tuning re-estimates all statistics afterwards.
+Recalibrating would also cost a train-mode pass per grid point and break the exact reuse of
+cached block inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.graph import prunable_convs
+from .criteria import get_criterion
+from .sfp import prunable_modules, unwrap
+
+LABEL = "SNF, abstract-level reimplementation"
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$PRUNEREPRO_CACHE/snf``, else ``~/.cache/prunerepro/snf``."""
+    root = os.environ.get("PRUNEREPRO_CACHE") or Path.home() / ".cache" / "prunerepro"
+    return Path(root) / "snf"
+
+
+@dataclass
+class Sensitivity:
+    """Curves ``rise[layer][kept]`` (loss rise) and ``top1[layer][kept]`` (held-out accuracy, %)."""
+    arch: str
+    criterion: str
+    base_loss: float
+    base_top1: float
+    num_images: int
+    rise: dict[str, dict[int, float]]
+    top1: dict[str, dict[int, float]]
+    key: str = ""
+    wall_s: float = 0.0
+    cached: bool = False
+    bn_recalibration: str = "none (eval-mode BN with the trained running statistics)"
+    label: str = LABEL
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["rise"] = {n: {str(k): v for k, v in c.items()} for n, c in self.rise.items()}
+        d["top1"] = {n: {str(k): v for k, v in c.items()} for n, c in self.top1.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "Sensitivity":
+        d = dict(d)
+        d["rise"] = {n: {int(k): float(v) for k, v in c.items()} for n, c in d["rise"].items()}
+        d["top1"] = {n: {int(k): float(v) for k, v in c.items()} for n, c in d["top1"].items()}
+        return cls(**d)
+
+
+def weights_hash(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(unwrap(model).state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_hash(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    h = hashlib.sha256()
+    for x, y in batches:
+        h.update(str(tuple(x.shape)).encode())
+        h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+        h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _segments(model: nn.Module) -> list[tuple[str, Callable]]:
+    """The forward pass as a chain: stem, every residual block in order, head.
+
+    Mirrors ``CifarResNet.forward`` / ``ImageNetResNet.forward``; ``measure`` checks on the first
+    batch that the chain reproduces ``model(x)``, so a drift in the models cannot go unnoticed.
+    """
+    def stem(x):
+        x = model.relu(model.bn1(model.conv1(x)))
+        return model.maxpool(x) if hasattr(model, "maxpool") else x
+
+    segs: list[tuple[str, Callable]] = [("stem", stem)]
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        if hasattr(model, stage):
+            for i, block in enumerate(getattr(model, stage)):
+                segs.append((f"{stage}.{i}", block))
+    segs.append(("head", lambda x: model.fc(torch.flatten(model.avgpool(x), 1))))
+    return segs
+
+
+def _run(segs, start: int, x: torch.Tensor) -> torch.Tensor:
+    for _, f in segs[start:]:
+        x = f(x)
+    return x
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@torch.no_grad()
+def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+            counts: Mapping[str, Sequence[int]], *, criterion: str = "l2",
+            cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+            max_batch: int = 1024, progress: bool | None = None) -> Sensitivity:
+    """Sensitivity curves of the dense ``model`` (see the module docstring).
+
+    ``batches``: held-out ``(images, labels)`` pairs, materialised once in memory on the model's
+    device. ``counts``: for each prunable conv, the kept counts to measure (the full width is
+    implied and has rise 0). ``cache_dir``: default ``default_cache_dir()``; ``use_cache=False``
+    neither reads nor writes it. ``progress``: tqdm bar (None = only on a terminal).
+    """
+    model = unwrap(model)
+    convs = prunable_modules(model, arch)  # MaskError unless it is a dense `arch`
+    layers = prunable_convs(arch)
+    score = get_criterion(criterion)
+    unknown = set(counts) - set(convs)
+    if unknown:
+        raise ValueError(f"counts name convs that {arch} does not prune: {sorted(unknown)[:3]}")
+    grid = {}
+    for layer in layers:
+        ks = sorted({int(k) for k in counts.get(layer.name, ())} - {layer.out_channels})
+        if ks and not (1 <= ks[0] and ks[-1] < layer.out_channels):
+            raise ValueError(f"kept counts for '{layer.name}' must lie in 1..{layer.out_channels}, got {ks}")
+        grid[layer.name] = ks
+
+    device = next(model.parameters()).device
+    held = [(x.to(device), y.to(device)) for x, y in batches]
+    if not held:
+        raise ValueError("sensitivity needs at least one held-out batch")
+    n_images = sum(int(y.numel()) for _, y in held)
+
+    key = hashlib.sha256(json.dumps({
+        "v": CACHE_VERSION, "arch": arch, "criterion": criterion, "weights": weights_hash(model),
+        "data": data_hash(held), "grid": grid}, sort_keys=True).encode()).hexdigest()[:32]
+    path = Path(cache_dir or default_cache_dir()) / f"{arch}-{key}.json"
+    if use_cache and path.exists():
+        try:
+            sens = Sensitivity.from_json(json.loads(path.read_text()))
+            sens.cached = True
+            return sens
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable cache entry is recomputed and overwritten
+
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        segs = _segments(model)
+        seg_index = {name: i for i, (name, _) in enumerate(segs)}
+        x0, _ = held[0]
+        if not torch.allclose(_run(segs, 0, x0), model(x0), rtol=1e-4, atol=1e-5):
+            raise AssertionError("the block chain does not reproduce model.forward; update _segments")
+
+        def loss_top1(logits, y):
+            return (F.cross_entropy(logits, y, reduction="sum").item(),
+                    (logits.argmax(1) == y).sum().item())
+
+        base_loss = base_hit = 0.0
+        for x, y in held:
+            l, h = loss_top1(model(x), y)
+            base_loss += l
+            base_hit += h
+        base_loss /= n_images
+        base_top1 = 100.0 * base_hit / n_images
+
+        rise: dict[str, dict[int, float]] = {}
+        top1: dict[str, dict[int, float]] = {}
+        acts = [x for x, _ in held]          # input of the current segment, per held-out batch
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(len(v) for v in grid.values()), desc=f"SNF sensitivity {arch}",
+                   unit="point", disable=(not progress) if progress is not None else None)
+        for si, (seg_name, seg) in enumerate(segs[:-1]):
+            here = [l for l in layers if (l.block or "stem") == seg_name and grid[l.name]]
+            for layer in here:
+                ks = grid[layer.name]
+                # select_kept's rule (stable descending sort, ties to the lower index): the k
+                # kept filters are the first k of this ranking, for every k of the grid.
+                ranking = torch.sort(score(convs[layer.name].weight).float().cpu(), descending=True,
+                                     stable=True).indices
+                loss_sum = torch.zeros(len(ks), dtype=torch.float64)
+                hit_sum = torch.zeros(len(ks), dtype=torch.float64)
+                bn = model.get_submodule(layer.bn)
+                per_chunk = max(1, max_batch // max(int(a.shape[0]) for a in acts))
+                for c0 in range(0, len(ks), per_chunk):
+                    chunk = ks[c0:c0 + per_chunk]
+                    masks = torch.zeros(len(chunk), layer.out_channels, device=device)
+                    for j, k in enumerate(chunk):
+                        masks[j, ranking[:k].to(device)] = 1.0
+                    for (x, y), a in zip(held, acts):
+                        b = a.shape[0]
+                        m = masks.repeat_interleave(b, dim=0)[:, :, None, None]
+                        handle = bn.register_forward_hook(lambda _m, _i, out, m=m: out * m)
+                        try:
+                            logits = _run(segs, si, a.repeat(len(chunk), *([1] * (a.dim() - 1))))
+                        finally:
+                            handle.remove()
+                        ce = F.cross_entropy(logits, y.repeat(len(chunk)), reduction="none").view(len(chunk), b)
+                        hit = (logits.argmax(1) == y.repeat(len(chunk))).view(len(chunk), b)
+                        loss_sum[c0:c0 + len(chunk)] += ce.sum(1).double().cpu()
+                        hit_sum[c0:c0 + len(chunk)] += hit.sum(1).double().cpu()
+                    bar.update(len(chunk))
+                rise[layer.name] = {k: float(loss_sum[j] / n_images - base_loss) for j, k in enumerate(ks)}
+                top1[layer.name] = {k: float(100.0 * hit_sum[j] / n_images) for j, k in enumerate(ks)}
+            acts = [seg(a) for a in acts]
+        bar.close()
+    finally:
+        model.train(was_training)
+
+    sens = Sensitivity(arch, criterion, base_loss, base_top1, n_images, rise, top1, key,
+                       time.perf_counter() - start, False)
+    if use_cache:
+        _atomic_write_json(path, sens.to_json())
+    return sens

@@ -1,0 +1,138 @@
+"""FFCV writers and loaders against the plain path, on stand-in data in the real layouts.
+
+Every test that iterates an FFCV loader has a timeout: an exception inside an FFCV worker
+thread hangs instead of raising (stack.md). Loader builds cost ~6 s of numba compilation
+each, so this file builds few of them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ffcv")
+
+from repro.config import DataConfig  # noqa: E402
+from repro.data import DataError, build_loaders, check_data, cifar10, imagenet, synth  # noqa: E402
+from repro.data.stats import IMAGENET_STD  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    src = synth.make_cifar10(root / "src", train=250, val=50, seed=2)
+    counts = cifar10.write(src, root / "ffcv", workers=2)
+    assert counts == {"train": 250, "val": 50}
+    return src, root / "ffcv"
+
+
+@pytest.fixture(scope="module")
+def imnet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imnet")
+    src = synth.make_imagenet(root / "src", classes=3, train_per_class=6, val_per_class=4, size=56,
+                              workers=2)
+    imagenet.write(src, root / "ffcv", max_res=128, quality=90, workers=2)  # no downscaling
+    return src, root / "ffcv"
+
+
+@pytest.mark.timeout(120)
+def test_raw_round_trip_is_bit_exact(cifar):
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor
+    src, out = cifar
+    assert sorted(p.name for p in out.iterdir()) == ["train.beton", "val.beton"]  # no temp files
+    for split in ("train", "val"):
+        x, y = cifar10.read_split(src, split)
+        loader = Loader(str(out / f"{split}.beton"), batch_size=64, num_workers=1,
+                        order=OrderOption.SEQUENTIAL, drop_last=False,
+                        pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()],
+                                   "label": [IntDecoder(), ToTensor()]})
+        imgs, labels = zip(*[(a.clone(), b.clone()) for a, b in loader])
+        assert torch.equal(torch.cat(imgs), torch.from_numpy(x))
+        assert torch.equal(torch.cat(labels).view(-1), torch.from_numpy(y))
+
+
+@pytest.mark.timeout(180)
+def test_cifar_ffcv_equals_plain_and_resumes(cifar):
+    src, out = cifar
+    cfg = DataConfig(name="cifar10", path=str(src), ffcv_dir=str(out), batch_size=32, workers=2)
+    f = build_loaders(cfg, rank=0, world_size=1, device="cpu", seed=11)
+    p = build_loaders(replace(cfg, loader="plain", workers=0), rank=0, world_size=1, device="cpu", seed=11)
+    assert (len(f.train), len(f.val), f.num_train, f.num_val, f.num_classes) == (7, 2, 250, 50, 10)
+    for loaders in (f, p):
+        loaders.train.set_epoch(3)
+    ff, pp = list(f.train.iterate()), list(p.train.iterate())
+    assert len(ff) == len(pp) == 7
+    for (a, la), (b, lb) in zip(ff, pp):
+        # same order, same seeded pad-crop/flip, same normalisation: identical tensors
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    resumed = list(f.train.iterate(start_batch=5))
+    assert len(resumed) == 2
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(ff[5:], resumed))
+    f.train.set_epoch(4)
+    assert not torch.equal(next(iter(f.train.iterate()))[0], ff[0][0])
+    fv, pv = list(f.val.iterate()), list(p.val.iterate())
+    assert [len(y) for _, y in fv] == [32, 18]  # val keeps the partial batch
+    assert all(torch.equal(a, b) and torch.equal(la, lb) for (a, la), (b, lb) in zip(fv, pv))
+
+
+@pytest.mark.timeout(240)
+def test_imagenet_ffcv_val_matches_plain_and_train_is_seeded(imnet):
+    src, out = imnet
+    cfg = DataConfig(name="imagenet", path=str(src), ffcv_dir=str(out), batch_size=4, workers=2,
+                     train_res=32, val_res=40, val_resize=46)
+    f = build_loaders(cfg, rank=0, world_size=1, device="cpu", seed=5)
+    p = build_loaders(replace(cfg, loader="plain", workers=0), rank=0, world_size=1, device="cpu", seed=5)
+    assert (f.num_classes, f.num_train, f.num_val) == (3, 18, 12) == (p.num_classes, p.num_train, p.num_val)
+    scale = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255  # back to grey levels
+    fx, fy = map(torch.cat, zip(*f.val.iterate()))
+    px, py = map(torch.cat, zip(*p.val.iterate()))
+    assert fx.shape == (12, 3, 40, 40) and torch.equal(fy, py)
+    diff = ((fx - px) * scale).abs().mean((1, 2, 3))
+    other = ((fx - px.roll(1, 0)) * scale).abs().mean((1, 2, 3))
+    # FFCV re-encodes at quality 90 and resizes with cv2 INTER_AREA, plain uses Pillow bilinear
+    # on the original JPEG: a few grey levels apart, against tens for a different image.
+    assert diff.max() < 6.0, diff
+    assert other.min() > 15.0, other
+    # seeded random-resized crop + flip: same (seed, epoch) -> same tensors, also when resumed
+    f.train.set_epoch(1)
+    a = list(f.train.iterate())
+    b = list(f.train.iterate(start_batch=2))
+    assert len(a) == 4 and a[0][0].shape == (4, 3, 32, 32)
+    assert all(torch.equal(x, y) and torch.equal(lx, ly) for (x, lx), (y, ly) in zip(a[2:], b))
+    f.train.set_epoch(2)
+    c = list(f.train.iterate())
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_truncated_beton_is_refused(cifar, tmp_path):
+    _, out = cifar
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(out / "val.beton", bad / "val.beton")
+    data = (out / "train.beton").read_bytes()
+    for cut in (len(data) - 30, len(data) // 2, 100):
+        (bad / "train.beton").write_bytes(data[:cut])
+        cfg = DataConfig(name="cifar10", ffcv_dir=str(bad))
+        with pytest.raises(DataError, match=r"train.beton is truncated.*python -m repro.data.write cifar10"):
+            check_data(cfg)
+
+
+@pytest.mark.timeout(180)
+def test_corrupt_jpeg_fails_the_writer_cleanly(imnet, tmp_path):
+    src, _ = imnet
+    root = tmp_path / "src"
+    shutil.copytree(src, root)
+    victim = sorted((root / "val" / "n00000002").iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:300])
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=f"cannot decode {victim}"):
+        imagenet.write(root, out, max_res=64, workers=2)
+    # train.beton was complete and stays; no val.beton and no temporary file is left behind
+    assert sorted(os.listdir(out)) == ["train.beton"]

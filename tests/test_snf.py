@@ -1,0 +1,222 @@
+"""SNF, abstract-level reimplementation: MACs model, search, sensitivity curves, prune, CLI."""
+import copy
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from repro import flops
+from repro.models import ChannelSpec, build_model
+from repro.models.graph import prunable_convs
+from repro.prune.hard import hard_prune
+from repro.prune.compact import build_compact
+from repro.prune.sensitivity import LABEL, measure
+from repro.prune.snf import (InfeasibleTargetError, baseline_macs, grid_counts, kept_indices,
+                             reachable_reduction, search, snf_prune, spec_macs, uniform_search)
+from repro.snf import main
+
+
+def random_curves(arch, seed, grid=None):
+    """Synthetic but plausible curves: rise grows as a layer keeps fewer filters."""
+    rng = random.Random(seed)
+    counts = grid_counts(arch) if grid is None else grid_counts(arch, grid)
+    return {name: {k: rng.uniform(0.1, 1.0) * (1 - k / ks[-1]) ** 2 for k in ks[:-1]}
+            for name, ks in counts.items()}
+
+
+def calibrated(arch, seed=0, num_classes=10):
+    """A random-weight dense model with non-trivial BN running statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=num_classes)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,res", [("resnet20", 32), ("resnet56", 32), ("resnet18", 64), ("resnet50", 64)])
+def test_macs_model_equals_the_built_skeleton(arch, res):
+    rng = random.Random(arch)
+    for _ in range(3):
+        kept = {c.name: rng.randint(1, c.out_channels) for c in prunable_convs(arch)}
+        assert spec_macs(arch, kept, res) == flops.spec_conv_macs(arch, ChannelSpec(convs=kept), res)
+    assert baseline_macs(arch, res) == flops.arch_counts(arch, resolution=res).conv_macs
+
+
+@pytest.mark.parametrize("arch,target", [("resnet56", 52.94), ("resnet110", 68.68)])
+def test_reduction_within_a_tenth_counted_on_the_compact_model(arch, target):
+    result = search(arch, random_curves(arch, seed=1), target)
+    model = calibrated(arch)
+    compact = build_compact(model, arch, kept_indices(model, arch, result.kept))
+    counted = flops.count(compact, 32).conv_macs
+    achieved = 100.0 * (1.0 - counted / flops.arch_counts(arch).conv_macs)
+    assert counted == result.conv_macs
+    assert abs(achieved - target) <= 0.10
+    assert target <= achieved  # the budget is a ceiling on MACs
+    assert compact.spec == result.spec
+    assert result.to_json()["label"] == LABEL
+
+
+def test_search_is_optimal_against_alternatives():
+    """No uniform spec at the same or lower MACs has a smaller summed rise under the curves."""
+    arch = "resnet20"
+    curves = random_curves(arch, seed=3)
+    result = search(arch, curves, 40.0)
+    counts = grid_counts(arch)
+    for f in (0.875, 0.75, 0.625, 0.5):
+        kept = {n: min(ks, key=lambda k: abs(k - f * ks[-1])) for n, ks in counts.items()}
+        if spec_macs(arch, kept) <= result.conv_macs:
+            rise = sum(curves[n].get(k, 0.0) for n, k in kept.items())
+            assert rise >= result.predicted_rise - 1e-12
+
+
+@pytest.mark.parametrize("target", [100.0, 150.0, 0.0, -3.0, float("nan")])
+def test_out_of_range_targets_error(target):
+    with pytest.raises(InfeasibleTargetError, match="must be in"):
+        search("resnet20", random_curves("resnet20", 0), target)
+    with pytest.raises(InfeasibleTargetError):
+        uniform_search("resnet20", target)
+
+
+def test_targets_beyond_the_smallest_model_error():
+    best = reachable_reduction("resnet56")
+    assert 90 < best < 100
+    with pytest.raises(InfeasibleTargetError, match="beyond the smallest model"):
+        search("resnet56", random_curves("resnet56", 0), best + 0.5)
+    with pytest.raises(InfeasibleTargetError, match="beyond uniform"):
+        uniform_search("resnet56", reachable_reduction("resnet56", None) + 0.1)
+
+
+def test_uniform_baseline_is_one_rate_and_the_smallest_that_meets_the_target():
+    arch, target = "resnet56", 52.94
+    u = uniform_search(arch, target)
+    assert u.reduction >= target
+    widths = {c.name: c.out_channels for c in prunable_convs(arch)}
+    assert all(k == widths[n] - int(widths[n] * u.rate) for n, k in u.kept.items())
+    # A slightly smaller rate keeps more filters somewhere and misses the target.
+    below = {n: widths[n] - int(widths[n] * (u.rate - 1e-9)) for n in widths}
+    assert 100 * (1 - spec_macs(arch, below) / baseline_macs(arch)) < target
+
+
+def test_cli_rejects_bad_targets_in_one_line(capsys):
+    for argv in (["--flops-reduction", "100"], ["--flops-reduction", "99.5"],
+                 ["--flops-reduction", "99.99", "--uniform"], ["--flops-reduction", "50", "--grid", "1.5"]):
+        assert main(["--arch", "resnet20", "--no-progress", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Sensitivity curves and the full prune path on real components (small data)
+def digits_heldout(n):
+    from repro.snf import load_digits
+    x, y = load_digits(heldout=max(n, 10)).heldout
+    return x[:n], y[:n]
+
+
+def test_sensitivity_equals_hard_prune_and_is_cached(tmp_path):
+    arch = "resnet20"
+    model = calibrated(arch)
+    x, y = digits_heldout(24)
+    held = [(x[:16], y[:16]), (x[16:], y[16:])]
+    counts = {"conv1": [4, 12], "layer2.0.conv2": [8], "layer3.2.conv1": [1, 40]}
+    sens = measure(model, arch, held, counts, cache_dir=tmp_path, progress=False)
+    assert not sens.cached and set(sens.rise) == set(counts)
+
+    def loss(m):
+        with torch.no_grad():
+            return sum(F.cross_entropy(m(a), b, reduction="sum").item() for a, b in held) / 24
+
+    base = loss(model)
+    assert sens.base_loss == pytest.approx(base, rel=1e-5)
+    for name, ks in counts.items():
+        for k in ks:
+            cut = hard_prune(copy.deepcopy(model), arch, kept_indices(model, arch, {name: k}))
+            assert sens.rise[name][k] == pytest.approx(loss(cut) - base, abs=2e-5)
+
+    again = measure(model, arch, held, counts, cache_dir=tmp_path, progress=False)
+    assert again.cached and again.rise == sens.rise
+    with torch.no_grad():
+        model.fc.bias.add_(0.1)  # new weights -> new key -> recomputed
+    assert not measure(model, arch, held, counts, cache_dir=tmp_path, progress=False).cached
+
+
+def test_insensitive_layers_are_pruned_first(tmp_path):
+    """Blocks whose output is scaled to ~0 can be cut for free: at the target they can meet alone,
+    the search cuts exactly them and leaves every other conv whole."""
+    arch, insensitive = "resnet20", ("layer1.1", "layer2.1", "layer3.1")
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=10)
+    x, _ = digits_heldout(48)
+    with torch.no_grad():
+        for b in insensitive:
+            block = model.get_submodule(b)
+            block.bn2.weight.mul_(1e-6)
+            block.bn2.bias.mul_(1e-6)
+        model.train()
+        model(x)
+        model.eval()
+        # Labels = the model's own (confident, class-balanced) predictions: the dense model sits at
+        # a minimum of the held-out loss, so cutting anything that matters raises it.
+        model.fc.bias.sub_(model(x).mean(0))
+        z = model(x)
+        top2 = z.topk(2, dim=1).values
+        scale = 4.0 / (top2[:, 0] - top2[:, 1]).mean()
+        model.fc.weight.mul_(scale)
+        model.fc.bias.mul_(scale)
+        y = model(x).argmax(1)
+    grid = (0.125,)
+    sens = measure(model, arch, [(x, y)], grid_counts(arch, grid), cache_dir=tmp_path, progress=False)
+    cut = {c.name: min(sens.rise[c.name]) for c in prunable_convs(arch) if c.block in insensitive}
+    assert all(abs(sens.rise[n][k]) < 1e-4 for n, k in cut.items())
+    target = math.floor(1e6 * 100 * (1 - spec_macs(arch, cut) / baseline_macs(arch))) / 1e6
+    result = search(arch, sens.rise, target)
+    for c in prunable_convs(arch):
+        assert result.kept[c.name] == cut.get(c.name, c.out_channels), c.name
+    assert result.predicted_rise < 1e-3
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_snf_prune_builds_an_exact_compact_model(tmp_path, uniform):
+    arch = "resnet20"
+    model = calibrated(arch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = digits_heldout(16)
+    compact, spec, report = snf_prune(model, arch, [(x, y)], 45.0, grid=(0.5, 0.25), uniform=uniform,
+                                      cache_dir=tmp_path, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
+    assert report["label"] == LABEL and report["method"] == ("uniform" if uniform else "snf")
+    assert report["compact_conv_macs"] == flops.count(compact, 32).conv_macs == report["conv_macs"]
+    assert spec == compact.spec == ChannelSpec.from_json(report["spec"])
+    assert report["flops_reduction"] >= 45.0
+    if not uniform:
+        assert report["flops_reduction"] <= 45.1 and report["bn_recalibration"].startswith("none")
+    json.dumps(report)
+    # The compact model computes exactly what the hard-pruned dense model computes.
+    hard = hard_prune(copy.deepcopy(model), arch, kept_indices(model, arch, report["kept"])).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compact.eval()(x), hard(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.timeout(300)
+def test_cli_json_end_to_end(tmp_path):
+    """No training (--epochs 0) keeps it quick; the path is the real one."""
+    cmd = [sys.executable, "-m", "repro.snf", "--arch", "resnet20", "--flops-reduction", "50", "--data", "digits",
+           "--epochs", "0", "--finetune-epochs", "0", "--heldout", "16", "--grid", "0.5", "0.25",
+           "--cache-dir", str(tmp_path), "--json", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["label"] == LABEL
+    run = data["runs"][0]
+    assert run["method"] == "snf" and 50.0 <= run["flops_reduction"] <= 50.1
+    assert set(run["kept"]) == {c.name for c in prunable_convs("resnet20")}
+    assert run["search_wall_s"] > 0 and not run["sensitivity_cached"]
+    help_text = subprocess.run([sys.executable, "-m", "repro.snf", "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    assert "abstract-level reimplementation" in help_text

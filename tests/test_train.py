@@ -1,0 +1,156 @@
+"""The trainer end to end on tiny digits runs: run folder contents, finished runs, bad input, NaN.
+
+Also the helpers the other test_train_* files share (tiny config, CLI runner, comparisons).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from repro import rundir
+from repro.config import Config, config_hash, run_name
+from repro.train import TrainingFailed, main, run
+
+REPO = Path(__file__).resolve().parents[1]
+# resnet20 (the smallest CIFAR ResNet) on digits, a few batches per epoch, plain deterministic loader.
+TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.train_batches=3",
+        "schedule.val_batches=2", "schedule.epochs=2", "schedule.milestones=1", "device=cpu", "deterministic=true"]
+METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
+               "imgs_per_s"}
+TIMING = {"epoch_s", "imgs_per_s", "wall_s"}
+
+
+def cli(args: list[str], env: dict | None = None, timeout: int = 240, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repro.train", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, **kw)
+
+
+def popen(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "repro.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def wait_for(pred, proc: subprocess.Popen, timeout: float = 180) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended (rc {proc.returncode}) before the awaited point:\n"
+                                 f"{proc.stdout.read()[-3000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out waiting for the awaited point")
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def model_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / rundir.MODEL, weights_only=True)["state_dict"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical: every metric of every epoch, the result, the delivered weights."""
+    ra, rb = rundir.read_result(a), rundir.read_result(b)
+    assert ra["status"] == rb["status"] == "done"
+    assert {k: v for k, v in ra.items() if k not in TIMING} == {k: v for k, v in rb.items() if k not in TIMING}
+    assert without_timing(rundir.read_metrics(a)) == without_timing(rundir.read_metrics(b))
+    sa, sb = model_state(a), model_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.timeout(300)
+def test_tiny_run_writes_a_complete_run_folder(tmp_path):
+    cfg = Config.from_overrides(TINY)
+    d = tmp_path / run_name(cfg)
+    res = run(cfg, d)
+    assert res["status"] == "done" and res == rundir.read_result(d)
+    for key in ("val_top1", "val_top5", "conv_macs", "baseline_conv_macs", "flops_reduction", "params", "spec",
+                "epochs", "wall_s", "world_size", "code_version", "reason"):
+        assert key in res, key
+    assert res["flops_reduction"] == 0.0 and res["conv_macs"] == 40_550_400  # dense ResNet-20 (papers.md)
+    assert res["epochs"] == 2 and res["steps"] == 6 and res["world_size"] == 1 and res["val_images"] == 16
+    assert Config.from_dict(json.loads((d / "config.json").read_text())) == cfg
+    rows = rundir.read_metrics(d)
+    assert [r["epoch"] for r in rows] == [0, 1] and [r["step"] for r in rows] == [3, 6]
+    assert all(set(r) == METRIC_KEYS for r in rows)
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.02])  # warm-up, then 0.1 x0.2 at milestone 1
+    assert rows[-1]["val_top1"] == res["val_top1"]  # method none: the delivered model is the trained one
+    env = json.loads((d / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "cuda" in env and isinstance(env["code"]["dirty"], (bool, type(None)))
+    assert len(env["attempts"]) == 1 and env["attempts"][0]["hosts"] and env["attempts"][0]["launcher"] == "single"
+    ck = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["batch"], ck["step"]) == (2, 0, 6) and ck["config_hash"] == config_hash(cfg)
+    from repro.prune.compact import load_compact
+    m = load_compact(d / rundir.MODEL)
+    assert sum(p.numel() for p in m.parameters()) == res["params"]
+    assert (d / "logs" / "rank0.log").read_text().count("epoch 2/2") == 1
+    assert not list(d.glob(f"*{rundir.TMP_MARK}*"))
+
+    # A finished run started again returns at once, touching nothing.
+    before = (d / "env.json").read_text()
+    t = time.time()
+    assert run(cfg, d) == res
+    assert time.time() - t < 2 and (d / "env.json").read_text() == before
+
+
+def test_cli_bad_input_exit_codes(tmp_path, capsys):
+    # In-process main(): the same code path as the CLI, without paying a torch import per case.
+    for args, msg in (
+        (["optim.lrr=0.1"], "unknown key 'optim.lrr'"),
+        (["optim.lr=fast"], "optim.lr: expected float"),
+        (["schedule.epochs=-3"], "schedule.epochs: must be >= 1"),
+        (["prune.method=sfp", "prune.rate=1.5"], "prune.rate: must be in [0, 1)"),
+        (["prune.method=snf", "prune.flops_reduction=50", "prune.init_from=/nonexistent/run"],
+         "prune.init_from: /nonexistent/run does not exist"),
+        ([], "give --run-dir DIR or --root DIR"),
+    ):
+        extra = [] if args == [] else ["--run-dir", str(tmp_path / "x")]
+        assert main(TINY + args + extra) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and err.count("\n") == 1, err
+
+
+@pytest.mark.timeout(300)
+def test_folder_with_another_config_is_refused_untouched(tmp_path):
+    d = tmp_path / "run"
+    # fails fast: a wrong-type override is caught before anything runs
+    out = cli(TINY + ["seed=x", "--run-dir", str(d)])
+    assert out.returncode == 2 and "seed: expected int" in out.stderr and not d.exists()
+    rundir.prepare(d, Config.from_overrides(TINY))  # a folder holding one config ...
+    snapshot = {p.name: p.read_bytes() for p in d.iterdir()}
+    out = cli(TINY + ["optim.lr=0.05", "--run-dir", str(d)])  # ... asked to run another
+    assert out.returncode == 2, out.stderr
+    assert "holds a different run (optim.lr: folder has 0.1, requested 0.05)" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == snapshot
+
+
+@pytest.mark.timeout(300)
+def test_nan_loss_fails_clearly_and_keeps_the_checkpoint(tmp_path):
+    d = tmp_path / "nan"
+    # epoch 0 warms up at 0.01 and is checkpointed; epoch 1's absurd lr makes the loss NaN/inf
+    out = cli(TINY + ["optim.lr=1e30", "--run-dir", str(d)])
+    assert out.returncode == 1, out.stderr
+    assert "failed: training loss became NaN/inf at epoch 1" in out.stderr and "Traceback" not in out.stderr
+    res = rundir.read_result(d)
+    assert res["status"] == "failed" and "NaN" in res["reason"]
+    ck = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in rundir.read_metrics(d)] == [0]
+    # and it stays failed on a retry (deterministic), the checkpoint still the last good one
+    with pytest.raises(TrainingFailed):
+        run(Config.from_overrides(TINY + ["optim.lr=1e30"]), d)
+    assert rundir.read_result(d)["status"] == "failed"
