@@ -213,20 +213,24 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
         from torch.distributed.nn import all_reduce as diff_all_reduce
         c = x.shape[1]
         n_local = x.numel() // c
-        xf = x.float()
-        stats = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)),
-                           torch.full((1,), float(n_local), device=x.device)])
+        # Sums in float64: E[x^2] - E[x]^2 in float32 loses most digits for channels with a large
+        # mean and a small variance (e.g. after ReLU on images with flat backgrounds).
+        xd = x.double()
+        stats = torch.cat([xd.sum((0, 2, 3)), (xd * xd).sum((0, 2, 3)),
+                           torch.full((1,), float(n_local), dtype=torch.float64, device=x.device)])
         stats = diff_all_reduce(stats)
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        xf = x.float()
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_((var.detach() * (n / (n - 1))).to(self.running_var.dtype), alpha=m)
+        mean, inv = mean.float(), torch.rsqrt(var + self.eps).float()
+        y = (xf - mean[None, :, None, None]) * inv[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)

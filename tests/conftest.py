@@ -24,6 +24,11 @@ _WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "W
                "WANDB__DISABLE_STATS")
 
 
+# Session-wide too: module/session fixtures that train run before the per-test fixture below.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["WANDB_SILENT"] = "true"
+
+
 @pytest.fixture(autouse=True)
 def _wandb_disabled(monkeypatch):
     """Default for every test: W&B off, so nothing waits on a login prompt or the network."""
@@ -76,3 +81,17 @@ def slurm_cluster():
 def shared_tmp(tmp_path_factory):
     """A session-wide scratch folder on the shared file system (SLURM jobs see /tmp here)."""
     return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(shared_tmp):
+    """Generated stand-in data in the real layouts, converted by the real writers (what --smoke uses).
+
+    Returns the folder to pass as `--data`; it holds cifar10/ and imagenet/ (.beton) and the raw trees.
+    """
+    from repro.launch import prepare_smoke_data
+    from repro.tablespec import load_table
+    root = shared_tmp / "smoke-data"
+    for table in ("table1", "table2"):
+        prepare_smoke_data(load_table(table), root)
+    return root

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from repro import compact as compact_cli
 from repro import flops
 from repro.bench.latency import demo, fold_bn, randomize_bn_
 from repro.models import ARCHS, arch_info, build_model
@@ -26,8 +27,11 @@ def out(model, x):
         return model.eval()(x)
 
 
+BIG = {"resnet50", "resnet101"}  # > 20 s each on a loaded 2-core machine
+
+
 @pytest.mark.parametrize("prune", [0.3, 0.4])
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in BIG else a for a in ARCHS])
 def test_compact_is_exact_counts_integer_macs_and_reloads(arch, prune, tmp_path):
     d = demo(arch, prune, seed=1)
     x = small_input(arch)
@@ -37,9 +41,9 @@ def test_compact_is_exact_counts_integer_macs_and_reloads(arch, prune, tmp_path)
     # the merely masked model differs: hard pruning is what removes the BN(0) constants
     assert (out(d.soft, x) - ref).abs().max() > TOL
 
-    res = arch_info(arch).resolution
+    res = x.shape[-1]  # the integer count must agree at any resolution; 64 px keeps it cheap
     compact_macs = flops.count(d.compact, res).conv_macs
-    assert compact_macs == flops.spec_conv_macs(arch, flops.uniform_spec(arch, prune))
+    assert compact_macs == flops.spec_conv_macs(arch, flops.uniform_spec(arch, prune), res)
     assert d.compact.spec == flops.uniform_spec(arch, prune)
     assert d.compact.arch == arch
 
@@ -50,7 +54,7 @@ def test_compact_is_exact_counts_integer_macs_and_reloads(arch, prune, tmp_path)
     assert torch.equal(out(again, x), out(d.compact, x))
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "resnet18", "resnet50"])
+@pytest.mark.parametrize("arch", ["resnet20", "resnet18"])
 def test_channels_last_and_jit(arch):
     """The channels_last scatter path (repro.models.common) is exact, scripts, traces and trains."""
     d = demo(arch, 0.4, seed=2)
@@ -62,8 +66,7 @@ def test_channels_last_and_jit(arch):
     with torch.no_grad():
         traced = torch.jit.trace(cl, xcl)
         scripted = torch.jit.script(cl)
-        frozen = torch.jit.freeze(torch.jit.script(build_compact(d.hard, arch, d.kept).eval()))
-        for m, inp in ((traced, xcl), (scripted, xcl), (scripted, x), (frozen, x)):
+        for m, inp in ((traced, xcl), (scripted, xcl), (scripted, x)):
             assert (m(inp) - ref).abs().max() <= TOL
     assert (out(fold_bn(d.compact), x) - ref).abs().max() <= TOL
     # gradients through the NHWC scatter equal the NCHW ones (SNF fine-tunes compact models)
@@ -75,7 +78,7 @@ def test_channels_last_and_jit(arch):
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "resnet56", "resnet18"])
+@pytest.mark.parametrize("arch", ["resnet20", "resnet18"])
 def test_narrowed_streams_stay_exact_and_reload(arch, tmp_path):
     torch.manual_seed(3)
     dense = randomize_bn_(build_model(arch), torch.Generator().manual_seed(3)).eval()
@@ -90,7 +93,7 @@ def test_narrowed_streams_stay_exact_and_reload(arch, tmp_path):
     assert compact.spec.streams, "streams must actually be narrowed in this test"
     assert (out(compact, x) - out(dense, x)).abs().max() <= TOL
     full = build_compact(dense, arch, kept)
-    res = arch_info(arch).resolution
+    res = x.shape[-1]
     assert flops.count(compact, res).conv_macs < flops.count(full, res).conv_macs
     save_compact(tmp_path / "n.pt", compact)
     assert torch.equal(out(load_compact(tmp_path / "n.pt"), x), out(compact, x))
@@ -99,13 +102,14 @@ def test_narrowed_streams_stay_exact_and_reload(arch, tmp_path):
 
 
 def test_aligned_compact_is_exact_with_widths_a_multiple_of_8():
-    d = demo("resnet50", 0.4, seed=4)
-    aligned = align_kept("resnet50", d.kept, 8)
-    for c in prunable_convs("resnet50"):
+    d = demo("resnet18", 0.4, seed=4)
+    aligned = align_kept("resnet18", d.kept, 8)
+    for c in prunable_convs("resnet18"):
         assert aligned[c.name].numel() % 8 == 0 or aligned[c.name].numel() == c.out_channels
         assert set(d.kept[c.name].tolist()) <= set(aligned[c.name].tolist())
-    model = build_compact(d.hard, "resnet50", aligned)
-    x = small_input("resnet50")
+    assert any(aligned[n].numel() > d.kept[n].numel() for n in d.kept)
+    model = build_compact(d.hard, "resnet18", aligned)
+    x = small_input("resnet18")
     assert (out(model, x) - out(d.hard, x)).abs().max() <= TOL
 
 
@@ -147,17 +151,23 @@ def test_cli_reports_exact_compact_and_timings(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_cli_bad_input_gives_one_line_and_nonzero_exit(tmp_path):
+def test_cli_bad_input_gives_one_line_and_nonzero_exit(tmp_path, capsys):
     pruner = SoftFilterPruner(build_model("resnet32"), "resnet32", 0.3)
     pruner.update()
     torch.save({"pruner": pruner.state_dict()}, tmp_path / "ckpt.pt")
+    (tmp_path / "junk.pt").write_text("junk")
     cases = [(["--arch", "resnet50", "--prune", "1.0"], "prune"),
              (["--arch", "resnet50", "--prune", "-0.1"], "prune"),
              (["--arch", "resnet51", "--prune", "0.3"], "unknown arch"),
              (["--arch", "resnet20", "--prune", "0.3", "--masks", str(tmp_path / "ckpt.pt")], "arch"),
-             (["--arch", "resnet20", "--prune", "0.3", "--masks", str(tmp_path / "nope.pt")], "does not exist")]
+             (["--arch", "resnet20", "--prune", "0.3", "--masks", str(tmp_path / "junk.pt")], "not a readable"),
+             (["--arch", "resnet20", "--prune", "0.3", "--masks", str(tmp_path / "nope.pt")], "does not exist"),
+             (["--arch", "resnet20", "--prune", "0.3", "--resolution", "64"], "32x32"),
+             (["--arch", "resnet20", "--prune", "0.3", "--batch", "0"], "--batch")]
     for args, words in cases:
-        r = run_cli(*args)
-        assert r.returncode != 0, args
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], (args, r.stderr)
+        assert compact_cli.main(args) != 0, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], (args, lines)
+    # and through the real entry point: the exit status reaches the shell
+    r = run_cli("--arch", "resnet51", "--prune", "0.3")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown arch")

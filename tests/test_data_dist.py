@@ -16,6 +16,8 @@ import pytest
 import torch
 
 pytest.importorskip("ffcv")
+# numba (via FFCV) may print a harmless dispatcher-finalizer KeyError at garbage collection
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 from repro.data import augment, digits  # noqa: E402
 from repro.data.stats import DIGITS_MEAN, DIGITS_STD  # noqa: E402

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 pytest.importorskip("ffcv")
+# numba (via FFCV) may print a harmless dispatcher-finalizer KeyError at garbage collection
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 from repro.config import DataConfig  # noqa: E402
 from repro.data import DataError, build_loaders, check_data, cifar10, imagenet, synth  # noqa: E402

@@ -208,3 +208,39 @@ def test_cli_help_and_errors(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+PLAIN_BAD_JPEG = r"""
+import sys
+from repro.config import DataConfig
+from repro.data import DataError, build_loaders
+cfg = DataConfig(name="imagenet", path=sys.argv[1], loader="plain", batch_size=4, workers=int(sys.argv[2]),
+                 train_res=32, val_res=32, val_resize=36)
+L = build_loaders(cfg, rank=0, world_size=1, device="cpu", seed=0)
+try:
+    for _ in L.val.iterate():
+        pass
+except DataError as e:
+    print(f"DataError: {e}")
+    sys.exit(3)
+"""
+
+
+def test_plain_loader_names_a_corrupt_jpeg(tmp_path, imagenet_src):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(imagenet_src, root)
+    bad = sorted((root / "val" / "n00000003").iterdir())[0]
+    bad.write_bytes(b"not a jpeg at all")
+    # in-process without workers, and through a DataLoader worker process (in a subprocess, so
+    # no worker is forked beside FFCV/numba threads another test may have left in this process)
+    from repro.data import build_loaders
+    cfg = DataConfig(name="imagenet", path=str(root), loader="plain", batch_size=4, workers=0,
+                     train_res=32, val_res=32, val_resize=36)
+    with pytest.raises(DataError, match=f"cannot decode {bad}"):
+        list(build_loaders(cfg, rank=0, world_size=1, device="cpu", seed=0).val.iterate())
+    r = subprocess.run([sys.executable, "-c", PLAIN_BAD_JPEG, str(root), "1"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert r.stdout.strip() == f"DataError: ImageNet: cannot decode {bad} (UnidentifiedImageError: " \
+                               f"cannot identify image file '{bad}'); replace or remove the file"

@@ -92,6 +92,13 @@ def test_targets_beyond_the_smallest_model_error():
         uniform_search("resnet56", reachable_reduction("resnet56", None) + 0.1)
 
 
+def test_grid_too_coarse_for_the_window_errors():
+    counts = grid_counts("resnet20", (0.25,))
+    rise = {n: {k: 1.0 for k in ks[:-1]} for n, ks in counts.items()}
+    with pytest.raises(InfeasibleTargetError, match="use a finer grid"):
+        search("resnet20", rise, 50.0)
+
+
 def test_uniform_baseline_is_one_rate_and_the_smallest_that_meets_the_target():
     arch, target = "resnet56", 52.94
     u = uniform_search(arch, target)
@@ -186,7 +193,7 @@ def test_snf_prune_builds_an_exact_compact_model(tmp_path, uniform):
     arch = "resnet20"
     model = calibrated(arch)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = digits_heldout(16)
+    x, y = digits_heldout(8)
     compact, spec, report = snf_prune(model, arch, [(x, y)], 45.0, grid=(0.5, 0.25), uniform=uniform,
                                       cache_dir=tmp_path, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
@@ -203,11 +210,12 @@ def test_snf_prune_builds_an_exact_compact_model(tmp_path, uniform):
         torch.testing.assert_close(compact.eval()(x), hard(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cli_json_end_to_end(tmp_path):
-    """No training (--epochs 0) keeps it quick; the path is the real one."""
+    """No training (--epochs 0, --finetune-epochs 0) keeps it short; the path is the real one."""
     cmd = [sys.executable, "-m", "repro.snf", "--arch", "resnet20", "--flops-reduction", "50", "--data", "digits",
-           "--epochs", "0", "--finetune-epochs", "0", "--heldout", "16", "--grid", "0.5", "0.25",
+           "--epochs", "0", "--finetune-epochs", "0", "--heldout", "10", "--grid", "0.5", "0.25",
            "--cache-dir", str(tmp_path), "--json", "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stderr
@@ -217,6 +225,7 @@ def test_cli_json_end_to_end(tmp_path):
     assert run["method"] == "snf" and 50.0 <= run["flops_reduction"] <= 50.1
     assert set(run["kept"]) == {c.name for c in prunable_convs("resnet20")}
     assert run["search_wall_s"] > 0 and not run["sensitivity_cached"]
+    assert 0.0 <= run["val_top1"] <= 100.0 and run["val_top1"] == run["pruned_val_top1"]
     help_text = subprocess.run([sys.executable, "-m", "repro.snf", "--help"], capture_output=True, text=True,
                                timeout=60).stdout
     assert "abstract-level reimplementation" in help_text

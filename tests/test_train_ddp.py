@@ -17,7 +17,10 @@ from tests.wandb_reader import load_run
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 # sync_bn: BatchNorm statistics over the global batch, so 2 x 4 images == 1 x 8 images.
-DDP = TINY + ["sync_bn=true", "prune.method=sfp", "prune.rate=0.3", "log.wandb=offline", "log.group=ddp-test"]
+# A small lr: at lr 0.1 this tiny BN net amplifies float rounding so much that even two
+# single-process runs with 1 vs 2 threads end 1e-2 apart; at 0.002 they agree to ~1e-6.
+DDP = TINY + ["sync_bn=true", "prune.method=sfp", "prune.rate=0.3", "optim.lr=0.002", "schedule.warmup_lr=0.002",
+              "log.wandb=offline", "log.group=ddp-test"]
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, wandb_offline):
@@ -37,12 +40,13 @@ def test_two_process_ddp_matches_one_process(tmp_path, wandb_offline):
     s2, s1 = model_state(d2), model_state(d1)
     assert s2.keys() == s1.keys()
     for k in s1:
-        torch.testing.assert_close(s2[k].float(), s1[k].float(), rtol=1e-3, atol=1e-4, msg=k)
+        assert torch.allclose(s2[k].float(), s1[k].float(), rtol=1e-4, atol=1e-4), \
+            (k, (s2[k].float() - s1[k].float()).abs().max().item())
     assert r2["spec"] == r1["spec"]  # the same filters survived SFP
     for a, b in zip(rundir.read_metrics(d2), rundir.read_metrics(d1)):
         assert a["step"] == b["step"]
         for k in ("train_loss", "val_loss"):
-            assert a[k] == pytest.approx(b[k], rel=1e-3), k
+            assert a[k] == pytest.approx(b[k], rel=1e-5), k
     assert r2["val_top1"] == pytest.approx(r1["val_top1"], abs=100 / 16 + 1e-9)  # at most one image flips
 
     # every rank logs to its own file; only rank 0 prints and talks to W&B

@@ -34,13 +34,14 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..models.graph import prunable_convs
 from .criteria import get_criterion
@@ -189,7 +190,6 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     model.eval()
     try:
         segs = _segments(model)
-        seg_index = {name: i for i, (name, _) in enumerate(segs)}
         x0, _ = held[0]
         if not torch.allclose(_run(segs, 0, x0), model(x0), rtol=1e-4, atol=1e-5):
             raise AssertionError("the block chain does not reproduce model.forward; update _segments")
@@ -209,7 +209,6 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
         rise: dict[str, dict[int, float]] = {}
         top1: dict[str, dict[int, float]] = {}
         acts = [x for x, _ in held]          # input of the current segment, per held-out batch
-        from tqdm.auto import tqdm
         bar = tqdm(total=sum(len(v) for v in grid.values()), desc=f"SNF sensitivity {arch}",
                    unit="point", disable=(not progress) if progress is not None else None)
         for si, (seg_name, seg) in enumerate(segs[:-1]):

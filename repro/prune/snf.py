@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
@@ -51,7 +51,7 @@ from .sfp import prunable_modules, unwrap
 
 DEFAULT_GRID = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)  # keep fractions; 1.0 is implied
 COUPLING = "independent counts, full-width residual streams"
-DEFAULT_TOLERANCE = 0.10  # percentage points below which the reduction may not overshoot
+DEFAULT_TOLERANCE = 0.10  # percentage points by which the achieved reduction may exceed the target
 
 
 class InfeasibleTargetError(ValueError):

@@ -1,0 +1,157 @@
+"""Launch scripts and repro.launch without a cluster: full-size dry runs, bad input, declarations."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from repro import launch
+from repro.tablespec import PaperValue, Row, known_tables, load_table, unconfirmed
+
+from conftest import PYTHON, REPO
+
+TABLES = ("snf_cifar", "table1", "table2")
+
+
+def _script(name: str, *args: str, env: dict | None = None, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, str(REPO / "launch" / f"{name}.py"), *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env)
+
+
+def test_every_table_has_a_launch_script():
+    assert set(TABLES) <= set(known_tables())
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_dry_run_plans_the_full_size_table(name, tmp_path, capsys):
+    spec = load_table(name)
+    root = tmp_path / "runs"
+    assert launch.main(spec, ["--dry-run", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    n = len(spec.runs())
+    assert f"{name}: {n} runs (new {n}); to submit: {n}" in out
+    assert "GPU-hours" in out
+    for row in spec.rows:  # every run of every row is planned
+        assert all(f"{row.key}/seed{s}" in out for s in spec.seeds)
+    assert "note: the data is not ready" in out  # no data here; the plan still comes
+    assert not root.exists()  # a dry run writes nothing
+
+
+@pytest.mark.timeout(120)
+def test_launch_script_entry_point(tmp_path):
+    out = _script("table2", "--dry-run", "--root", str(tmp_path / "runs"))
+    assert out.returncode == 0, out.stderr
+    assert "table2: 12 runs (new 12); to submit: 12" in out.stdout
+
+
+def test_dependent_runs_wait_for_their_own_baseline(tmp_path):
+    p = launch.plan(load_table("table2"), tmp_path)
+    pre = [pl for pl in p.runs if pl.run.row.init_from]
+    assert len(pre) == 4
+    for pl in pre:
+        assert pl.dep.run.row.key == pl.run.row.init_from and pl.dep.run.seed == pl.run.seed
+        assert pl.cfg.prune.init_from == str(pl.dep.run_dir)  # starts from the baseline's run folder
+    # full-size recipe reaches the trainer's config unchanged
+    cfg = p.runs[0].cfg
+    assert (cfg.data.name, cfg.schedule.epochs, cfg.schedule.milestones, cfg.data.batch_size) == \
+        ("imagenet", 100, (30, 60, 90), 256)
+
+
+def test_gpu_hour_estimate_uses_the_true_conv_macs():
+    from repro.flops import arch_counts
+    for arch, macs in launch.CONV_MACS.items():
+        assert abs(arch_counts(arch).conv_macs / macs - 1) < 0.02, arch
+    # ImageNet ResNet-50: ~0.17 GPU-h per epoch (documented anchor)
+    assert 0.1 < launch.gpu_hours_per_epoch("resnet50", "imagenet") < 0.3
+
+
+# ---------------------------------------------------------------------------- bad input
+def _main(spec, *argv):
+    return launch.main(spec, list(argv))
+
+
+def test_unknown_cluster_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        _main(load_table("table1"), "--cluster", "nope", "--dry-run")
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_unknown_table_is_refused():
+    out = subprocess.run([PYTHON, "-m", "repro.launch", "nope", "--dry-run"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 2 and "unknown table 'nope'; known: snf_cifar, table1, table2" in out.stderr
+    out = subprocess.run([PYTHON, "-m", "repro.tables", "nope"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2 and "unknown table 'nope'" in out.stderr
+
+
+def test_root_that_is_not_writable_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data = tmp_path / "data"
+    assert _main(load_table("table1"), "--root", str(blocker / "runs"), "--data", str(data)) == 2
+    err = capsys.readouterr().err
+    assert "error: --root" in err and "is not a writable folder" in err
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("name", ["table1", "table2"])
+def test_missing_data_says_how_to_convert_before_submitting(name, tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert _main(load_table(name), "--root", str(root), "--data", str(tmp_path / "nowhere"),
+                 "--cluster", "local") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "python -m repro.data.write" in err and str(tmp_path / "nowhere") in err
+    assert not (root / name).exists()  # nothing was created, let alone submitted
+
+
+def test_slurm_without_sbatch_is_refused(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no sbatch on this PATH
+    out = _script("table1", "--cluster", "slurm", "--root", str(tmp_path / "runs"), env=env)
+    assert out.returncode == 2 and "no `sbatch` on this machine" in out.stderr
+
+
+def test_other_bad_flags(tmp_path, capsys):
+    spec = load_table("table2")
+    assert _main(spec, "--root", str(tmp_path), "--cluster", "local", "--nodes", "2", "--smoke") == 2
+    assert "--nodes 2 needs --cluster slurm" in capsys.readouterr().err
+    assert _main(spec, "--root", str(tmp_path), "--dry-run", "--only", "resnet999/*") == 2
+    assert "--only resnet999/* matches no run of table2" in capsys.readouterr().err
+
+
+def test_help_tells_the_flags():
+    out = _script("table2", "--help")
+    assert out.returncode == 0
+    for flag in ("--cluster {auto,slurm,local,debug}", "--root", "--dry-run", "--smoke", "--nodes",
+                 "--gpus-per-node", "--partition", "--time", "--account", "--retry-failed"):
+        assert flag in out.stdout, flag
+
+
+# ---------------------------------------------------------------------------- declarations
+def test_table_declarations_are_checked():
+    t1 = load_table("table1")
+    with pytest.raises(ValueError, match="duplicate row keys"):
+        dataclasses.replace(t1, rows=t1.rows + t1.rows[:1])
+    orphan = Row("x/sfp", "X", "SFP", {"model.arch": "resnet20"}, baseline="nope/baseline")
+    with pytest.raises(ValueError, match="unknown row 'nope/baseline'"):
+        dataclasses.replace(t1, rows=t1.rows + (orphan,))
+    with pytest.raises(ValueError, match="needs a number"):
+        PaperValue(None)
+
+
+def test_paper_values_match_papers_md():
+    t2 = load_table("table2")
+    r50 = t2.row("resnet50/sfp-scratch")
+    assert (r50.paper["top1"].value, r50.paper["top5"].value, r50.flops_paper.value) == (74.61, 92.06, 41.8)
+    assert r50.paper["top1_drop"].value == 1.54
+    r101 = t2.row("resnet101/sfp-scratch")
+    assert not r101.paper["top1"].confirmed and r101.paper["top1"].value is None  # never guessed
+    assert all(not pv.confirmed for pv in t2.row("resnet18/sfp-pretrained").paper.values())
+    t1 = load_table("table1")
+    assert t1.row("resnet56/sfp40").paper["top1"] == PaperValue(92.26, 0.31)
+    snf = load_table("snf_cifar")
+    assert snf.row("resnet56/snf52.94").paper["top1_drop"].value == -0.14
+    assert snf.row("resnet110/snf68.68").flops_target == 68.68
+    assert unconfirmed("x").value is None
