@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag) < 1:
                 raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
         masks = _load_masks(args.masks) if args.masks else None
+        torch.set_num_threads(args.threads)  # building, too: see measure() for why 1 is the default
         models = demo(args.arch, args.prune, seed=args.seed, masks=masks)
         if args.save:
             save_compact(args.save, models.compact)

@@ -547,32 +547,58 @@ def submit_slurm(args, p: Plan) -> list:
 
 
 def run_locally(args, p: Plan, cluster: str) -> None:
-    """local / debug executors: one run at a time, in dependency order, waiting for each.
+    """local / debug executors: at most --local-jobs runs at once, each after its baseline.
 
     (submitit's local executor starts every job of a batch at once, which on a small machine
-    means every run fighting for the same cores; one at a time is faster and predictable.)
+    means every run fighting for the same cores; a small pool is faster and predictable.
+    debug runs in this process, so one at a time.)
     """
     from tqdm import tqdm
-    todo = [pl for pl in p.runs if pl.submit]
-    bar = tqdm(todo, desc=f"{p.spec.name} runs", unit="run", file=sys.stderr, disable=not todo)
-    for pl in bar:
-        if pl.dep is not None and pl.dep.state != "done":
-            pl.state, pl.detail = "blocked", f"its baseline {pl.dep.run.key} {pl.dep.state}"
-            bar.write(f"[launch] {pl.run.key}: skipped, {pl.detail}")
-            continue
-        bar.set_postfix_str(pl.run.key)
-        extra = _prepare_folder(pl)
-        ex = make_executor(args, p.spec, p.root, cluster, name=f"{p.spec.name}-{pl.run.key}")
-        job = ex.submit(TrainJob(pl.cfg, str(pl.run_dir)))
-        _write_jobs(pl.run_dir, read_jobs(pl.run_dir) + [{**_job_entry(job, cluster, 1), **extra}])
-        try:
-            job.result()
-            pl.state = "done"
-        except Exception as e:  # noqa: BLE001 - one failed run must not stop the table
-            from repro.rundir import read_result
-            res = read_result(pl.run_dir) or {}
-            pl.state, pl.detail = "failed", str(res.get("reason") or e).splitlines()[0][:200]
-            bar.write(f"[launch] {pl.run.key}: FAILED ({pl.detail}); log: {job.paths.stderr}")
+    from repro.rundir import read_result
+    waiting = [pl for pl in p.runs if pl.submit]
+    slots = 1 if cluster == "debug" else max(1, args.local_jobs)
+    running: list[tuple[Planned, Any]] = []
+    bar = tqdm(total=len(waiting), desc=f"{p.spec.name} runs", unit="run", file=sys.stderr, disable=not waiting)
+    while waiting or running:
+        for pl in list(waiting):  # start what may start
+            if len(running) >= slots:
+                break
+            if pl.dep is not None and pl.dep.state in ("failed", "blocked"):
+                waiting.remove(pl)
+                pl.state, pl.detail = "blocked", f"its baseline {pl.dep.run.key} {pl.dep.state}"
+                bar.write(f"[launch] {pl.run.key}: skipped, {pl.detail}")
+                bar.update(1)
+                continue
+            if pl.dep is not None and pl.dep.state != "done":
+                continue
+            waiting.remove(pl)
+            extra = _prepare_folder(pl)
+            ex = make_executor(args, p.spec, p.root, cluster, name=f"{p.spec.name}-{pl.run.key}")
+            job = ex.submit(TrainJob(pl.cfg, str(pl.run_dir)))
+            _write_jobs(pl.run_dir, read_jobs(pl.run_dir) + [{**_job_entry(job, cluster, 1), **extra}])
+            pl.state, pl.active_job = "running", str(job.job_id)
+            running.append((pl, job))
+            bar.set_postfix_str(", ".join(r.run.key for r, _ in running))
+        if waiting and not running:  # left: runs whose baseline runs elsewhere (e.g. an earlier launch)
+            for pl in waiting:
+                pl.state, pl.detail = "blocked", f"its baseline {pl.dep.run.key} is {pl.dep.state} elsewhere"
+                bar.write(f"[launch] {pl.run.key}: not started, {pl.detail}; launch again when it is done")
+            waiting = []
+        for pl, job in list(running):  # collect what ended
+            if cluster != "debug" and not job.done():
+                continue
+            running.remove((pl, job))
+            try:
+                job.result()
+                pl.state = "done"
+            except Exception as e:  # noqa: BLE001 - one failed run must not stop the table
+                res = read_result(pl.run_dir) or {}
+                pl.state, pl.detail = "failed", str(res.get("reason") or e).splitlines()[0][:200]
+                bar.write(f"[launch] {pl.run.key}: FAILED ({pl.detail}); log: {job.paths.stderr}")
+            bar.update(1)
+        if running and not any(cluster == "debug" or j.done() for _, j in running):
+            time.sleep(0.5)
+    bar.close()
 
 
 def wait_slurm(p: Plan, poll_s: float = 2.0) -> None:
@@ -623,6 +649,8 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--wait", action="store_true",
                     help="slurm: wait for the runs and build the table here (local/debug always wait)")
     ap.add_argument("--no-table", action="store_true", help="do not build the table after the runs")
+    ap.add_argument("--local-jobs", type=int, default=2,
+                    help="local: runs at once on this machine (default 2; each after its baseline)")
     g = ap.add_argument_group("cluster resources (per run)")
     g.add_argument("--nodes", type=int, default=1, help="nodes per run (DDP across them; slurm only)")
     g.add_argument("--gpus-per-node", type=int, default=None,

@@ -34,8 +34,8 @@ CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID = (
 TMP_MARK = ".tmp-"
 
 # Test hook: "NAME:SECONDS[:NTH]" makes the NTH (default 1st) atomic write of file NAME in this
-# process pause for SECONDS after writing half of its bytes, so a test can kill -9 the process in
-# the middle of a checkpoint write.
+# process pause for SECONDS after writing half of its bytes (and touch NAME.tmp-paused), so a test
+# can kill -9 the process in the middle of a checkpoint write.
 PAUSE_ENV = "REPRO_TEST_PAUSE_IN_WRITE"
 _writes: dict[str, int] = {}
 
@@ -68,6 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             half = len(data) // 2
             f.write(data[:half])
             f.flush()
+            path.with_name(f"{path.name}{TMP_MARK}paused").touch()  # tells the test where we are
             time.sleep(pause)
             f.write(data[half:])
         else:

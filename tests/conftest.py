@@ -83,15 +83,21 @@ def shared_tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("shared")
 
 
-@pytest.fixture(scope="session")
-def smoke_data(shared_tmp):
-    """Generated stand-in data in the real layouts, converted by the real writers (what --smoke uses).
-
-    Returns the folder to pass as `--data`; it holds cifar10/ and imagenet/ (.beton) and the raw trees.
-    """
+def _smoke_data(root, table: str):
     from repro.launch import prepare_smoke_data
     from repro.tablespec import load_table
-    root = shared_tmp / "smoke-data"
-    for table in ("table1", "table2"):
-        prepare_smoke_data(load_table(table), root)
+    prepare_smoke_data(load_table(table), root)
     return root
+
+
+@pytest.fixture(scope="session")
+def cifar_smoke_data(shared_tmp):
+    """Generated CIFAR-10 stand-in in the real pickle layout, converted by the real writer (what
+    table1/snf_cifar --smoke use). Returns the folder to pass as `--data`."""
+    return _smoke_data(shared_tmp / "smoke-data", "table1")
+
+
+@pytest.fixture(scope="session")
+def imagenet_smoke_data(shared_tmp):
+    """Generated ImageNet-layout JPEG tree, converted by the real writer (what table2 --smoke uses)."""
+    return _smoke_data(shared_tmp / "smoke-data", "table2")

@@ -10,7 +10,6 @@ import os
 import shutil
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 

@@ -49,12 +49,12 @@ def _argv(root, data, partition, *extra):
 
 
 @pytest.mark.timeout(240)
-def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cluster, smoke_data, capsys):
+def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cluster, imagenet_smoke_data, capsys):
     spec = load_table("table2")
     root, part = tmp_path / "runs", slurm_cluster["partition"]
 
     # 1. one run as a 2-node x 1-task DDP job through the real trainer
-    assert launch.main(spec, _argv(root, smoke_data, part, "--only", "resnet18/baseline/*",
+    assert launch.main(spec, _argv(root, imagenet_smoke_data, part, "--only", "resnet18/baseline/*",
                                    "--nodes", "2", "--wait", "--no-table")) == 0
     (base18,) = _run_dirs(root, "table2").values()
     res = json.loads((base18 / "result.json").read_text())
@@ -63,7 +63,7 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
     assert _sacct(job18, "NNodes") == "2"
 
     # 2. a slice of the table as an array: baseline + scratch in wave 1, pre-trained in wave 2 after its baseline
-    assert launch.main(spec, _argv(root, smoke_data, part, "--only", "resnet34/*", "--wait")) == 0
+    assert launch.main(spec, _argv(root, imagenet_smoke_data, part, "--only", "resnet34/*", "--wait")) == 0
     runs = {p.name.split("-imagenet-")[1].rsplit("-", 3)[0] + "/" + p.name.split("-")[0]: p
             for p in _run_dirs(root, "table2").values()}
     jobs = {k: json.loads((p / "jobs.json").read_text())["jobs"] for k, p in runs.items()}
@@ -84,7 +84,7 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
     assert "SMOKE TABLE" in md and "Runs found: 4 of 12 expected (done 4," in md
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
-    assert launch.main(spec, _argv(root, smoke_data, part, "--only", "resnet34/*", "--only", "resnet18/baseline/*",
+    assert launch.main(spec, _argv(root, imagenet_smoke_data, part, "--only", "resnet34/*", "--only", "resnet18/baseline/*",
                                    "--wait")) == 0
     assert "nothing to submit" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -97,13 +97,13 @@ def _one_run_spec(name: str, epochs: int):
 
 
 @pytest.mark.timeout(240)
-def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, smoke_data, monkeypatch):
+def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, cifar_smoke_data, monkeypatch):
     spec = _one_run_spec("preempt", epochs=3)
     root = tmp_path / "runs"
     # the trainer's test hook: rank 0 pauses 8 s after optimizer step 5 (epoch 2 of 3) and says so;
     # sbatch passes the environment on to the job
     monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "5:8")
-    assert launch.main(spec, _argv(root, smoke_data, slurm_cluster["partition"], "--no-table")) == 0
+    assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "preempt").values()
     entry = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]
     job = submitit.SlurmJob(folder=Path(entry["stdout"]).parent, job_id=entry["job_id"])
@@ -122,11 +122,11 @@ def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, smoke_data,
 
 
 @pytest.mark.timeout(180)
-def test_job_that_dies_without_result_shows_failed_in_table(tmp_path, slurm_cluster, smoke_data, monkeypatch):
+def test_job_that_dies_without_result_shows_failed_in_table(tmp_path, slurm_cluster, cifar_smoke_data, monkeypatch):
     spec = _one_run_spec("killed", epochs=3)
     root = tmp_path / "runs"
     monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "2:30")
-    assert launch.main(spec, _argv(root, smoke_data, slurm_cluster["partition"], "--no-table")) == 0
+    assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "killed").values()
     job_id = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]["job_id"]
     _wait_for(lambda: (run_dir / "logs" / "paused-at-step-2").exists(), 120, "the run to start training")
@@ -134,7 +134,7 @@ def test_job_that_dies_without_result_shows_failed_in_table(tmp_path, slurm_clus
     _wait_for(lambda: _sacct(job_id, "State").startswith("CANCELLED") and not subprocess.run(
         ["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip(), 60, "the job to end")
     # a relaunch notices, records it and does not resubmit a failed run by itself
-    assert launch.main(spec, _argv(root, smoke_data, slurm_cluster["partition"], "--no-table")) == 1
+    assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 1
     entry = json.loads((run_dir / "jobs.json").read_text())["jobs"]
     assert len(entry) == 1 and entry[0]["final_state"] == "CANCELLED"
     (md,) = [p for p in build(spec, root, tmp_path / "tables", smoke=True) if p.suffix == ".md"]

@@ -48,7 +48,8 @@ def test_macs_model_equals_the_built_skeleton(arch, res):
     assert baseline_macs(arch, res) == flops.arch_counts(arch, resolution=res).conv_macs
 
 
-@pytest.mark.parametrize("arch,target", [("resnet56", 52.94), ("resnet110", 68.68)])
+@pytest.mark.parametrize("arch,target", [("resnet56", 52.94),
+                                         pytest.param("resnet110", 68.68, marks=pytest.mark.slow)])
 def test_reduction_within_a_tenth_counted_on_the_compact_model(arch, target):
     result = search(arch, random_curves(arch, seed=1), target)
     model = calibrated(arch)
@@ -118,6 +119,18 @@ def test_cli_rejects_bad_targets_in_one_line(capsys):
         assert err.startswith("error: ") and err.count("\n") == 1
 
 
+def test_cli_rejects_bad_checkpoints_in_one_line(tmp_path, capsys):
+    wrong = tmp_path / "resnet32.pt"
+    torch.save({"model": build_model("resnet32", num_classes=10).state_dict()}, wrong)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    for path, msg in ((tmp_path / "missing.pt", "does not exist"), (garbage, "not a readable"),
+                      (wrong, "does not fit a dense resnet20")):
+        assert main(["--arch", "resnet20", "--flops-reduction", "50", "--checkpoint", str(path), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and err.count("\n") == 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Sensitivity curves and the full prune path on real components (small data)
 def digits_heldout(n):
@@ -126,12 +139,13 @@ def digits_heldout(n):
     return x[:n], y[:n]
 
 
+@pytest.mark.slow
 def test_sensitivity_equals_hard_prune_and_is_cached(tmp_path):
     arch = "resnet20"
     model = calibrated(arch)
     x, y = digits_heldout(24)
     held = [(x[:16], y[:16]), (x[16:], y[16:])]
-    counts = {"conv1": [4, 12], "layer2.0.conv2": [8], "layer3.2.conv1": [1, 40]}
+    counts = {"conv1": [4], "layer2.0.conv2": [8], "layer3.2.conv1": [1, 40]}
     sens = measure(model, arch, held, counts, cache_dir=tmp_path, progress=False)
     assert not sens.cached and set(sens.rise) == set(counts)
 
@@ -153,6 +167,7 @@ def test_sensitivity_equals_hard_prune_and_is_cached(tmp_path):
     assert not measure(model, arch, held, counts, cache_dir=tmp_path, progress=False).cached
 
 
+@pytest.mark.slow
 def test_insensitive_layers_are_pruned_first(tmp_path):
     """Blocks whose output is scaled to ~0 can be cut for free: at the target they can meet alone,
     the search cuts exactly them and leaves every other conv whole."""

@@ -1,21 +1,19 @@
 """repro.tables: rendering, determinism, --check, and real run folders (trained by the real trainer).
 
-The run-folder tests launch a two-row miniature table through repro.launch (local executor): a ResNet-20 baseline that trains, and one told to start from a checkpoint that does
-not exist, so that a real failure with its real reason reaches the table.
+The run-folder tests launch a two-row miniature table through repro.launch (local executor): a
+ResNet-20 baseline that trains, and one told to start from a checkpoint that does not exist, so that a real failure with its real reason reaches the table.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
-import subprocess
 
 import pytest
 
 from repro import launch, tables
 from repro.tablespec import load_table
 
-from conftest import PYTHON, REPO
 
 
 # ---------------------------------------------------------------------------- paper side, no runs
@@ -49,25 +47,26 @@ def test_paper_side_of_table2(empty_table2):
     assert files[".png"].stat().st_size > 10_000
 
 
-def test_check_cli_passes_then_fails_on_a_hand_edited_cell(empty_table2):
+def test_check_cli_passes_then_fails_on_a_hand_edited_cell(empty_table2, capsys):
     d, files = empty_table2
-    cmd = [PYTHON, "-m", "repro.tables", "table2", "--root", str(d / "runs"), "--out", str(d / "out"), "--check"]
-    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert ok.returncode == 0, ok.stderr
+    argv = ["table2", "--root", str(d / "runs"), "--out", str(d / "out"), "--check"]
+    assert tables.main(argv) == 0, capsys.readouterr().err
     md = files[".md"]
     original = md.read_text()
     try:
         md.write_text(original.replace("| 74.61 ", "| 75.61 ", 1))
-        bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
-        assert bad.returncode == 1
-        assert "-| ResNet-50" in bad.stderr and "75.61" in bad.stderr and "STALE or edited" in bad.stderr
+        capsys.readouterr()
+        assert tables.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "-| ResNet-50" in err and "75.61" in err and "STALE or edited" in err
     finally:
         md.write_text(original)
+    assert {p.suffix for p in (d / "out").iterdir()} == {".md", ".tex", ".csv", ".png"}  # --check wrote nothing
 
 
 # ---------------------------------------------------------------------------- real runs
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, smoke_data):
+def tiny(tmp_path_factory, cifar_smoke_data):
     """table1's ResNet-20 baseline plus a copy that must start from a checkpoint that does not exist,
     run for real, in miniature."""
     t1 = load_table("table1")
@@ -76,7 +75,7 @@ def tiny(tmp_path_factory, smoke_data):
                               overrides={**base.overrides, "prune.init_from": "/nonexistent/baseline"}, paper={})
     spec = dataclasses.replace(t1, name="tiny", rows=(base, bad))
     d = tmp_path_factory.mktemp("tiny")
-    argv = ["--smoke", "--cluster", "local", "--root", str(d / "runs"), "--data", str(smoke_data)]
+    argv = ["--smoke", "--cluster", "local", "--root", str(d / "runs"), "--data", str(cifar_smoke_data)]
     rc = launch.main(spec, argv)
     return spec, d / "runs", argv, rc
 

@@ -59,7 +59,9 @@ def test_interrupted_five_ways_ends_bit_identical(reference, tmp_path):
     d = tmp_path / "run"
     # 1. kill -9 half-way through writing the 2nd checkpoint (end of the last epoch)
     p = popen(SFP + ["--run-dir", str(d)], env={rundir.PAUSE_ENV: "checkpoint.pt:120:2"})
-    wait_for(lambda: any(f.stat().st_size > 0 for f in d.glob(f"checkpoint.pt{rundir.TMP_MARK}*")), p)
+    wait_for(lambda: (d / f"checkpoint.pt{rundir.TMP_MARK}paused").exists(), p)
+    torn = [f for f in d.glob(f"checkpoint.pt{rundir.TMP_MARK}*") if not f.name.endswith("paused")]
+    assert len(torn) == 1 and torn[0].stat().st_size > 0
     p.kill()
     p.wait(30)
     assert _ckpt(d) == (1, 0, 3)  # the previous checkpoint, intact and loadable

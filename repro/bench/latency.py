@@ -9,7 +9,8 @@ model are timed INTERLEAVED (one forward of each per round, rotating the order),
 other processes hits all of them alike; medians (and minima) over the rounds are reported.
 
 Every model gets the same inference pipeline (``--pipeline``):
-  eager       BN folded into the conv, channels_last weights and input, torch.inference_mode
+  eager       BN folded into the conv, channels_last weights and input, torch.inference_mode,
+              residual adds in place (``StreamWrite.inplace``, dense and compact alike)
   eager-nchw  the same in NCHW
   jit         eager's model, torch.jit.trace + torch.jit.freeze (channels_last)
 ``theoretical_speedup`` = dense conv MACs / compact conv MACs (exact widths, full-width
@@ -37,6 +38,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..flops import count, spec_conv_macs, uniform_spec
 from ..models import ARCHS, arch_info, build_model, check_resolution
+from ..models.common import StreamWrite
 from ..models.spec import kept_filters
 from ..prune.compact import align_kept, build_compact
 from ..prune.hard import hard_prune
@@ -113,6 +115,9 @@ def prepare(model: nn.Module, x: torch.Tensor, pipeline: str) -> tuple[Callable,
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline '{pipeline}'; known: {', '.join(PIPELINES)}")
     folded = fold_bn(model)
+    for m in folded.modules():  # in-place residual adds (torchvision's `out += identity`) for all
+        if isinstance(m, StreamWrite):
+            m.inplace = True
     if pipeline == "eager-nchw":
         return folded, x.contiguous()
     folded = folded.to(memory_format=torch.channels_last)

@@ -29,17 +29,27 @@ ROWS = {
 }
 
 
+def _converted(out: Path, n_train: int) -> bool:
+    """Both .beton files exist and train holds `n_train` images (a cache from the same flags)."""
+    from repro.data import DataError
+    from repro.data.beton import check_beton
+    try:
+        return check_beton(out / "train.beton") == n_train and check_beton(out / "val.beton") > 0
+    except DataError:
+        return False
+
+
 def prepare(work: Path, cifar_images: int, jpeg_images: int, jpeg_size: int) -> dict:
     """Stand-in sources and their .beton files under `work` (reused when present)."""
     from repro.data import cifar10, imagenet, synth
     c_src, c_out = work / "cifar10-src", work / "cifar10-ffcv"
     i_src, i_out = work / f"imagenet-{jpeg_size}-src", work / f"imagenet-{jpeg_size}-ffcv"
-    if not (c_out / "val.beton").is_file() or len(list(c_src.glob("*batch*"))) != 6:
+    if not _converted(c_out, cifar_images):
         print(f"[bench] generating a CIFAR-10 stand-in ({cifar_images} train images) in {c_src}", flush=True)
         synth.make_cifar10(c_src, train=cifar_images, val=1000, force=True)
         cifar10.write(c_src, c_out)
-    if not (i_out / "val.beton").is_file():
-        per_class = max(1, jpeg_images // 10)
+    per_class = max(1, jpeg_images // 10)
+    if not _converted(i_out, 10 * per_class):
         print(f"[bench] generating an ImageNet-layout stand-in (10 classes x {per_class} JPEGs, "
               f"sides ~{jpeg_size} px) in {i_src}", flush=True)
         synth.make_imagenet(i_src, classes=10, train_per_class=per_class, val_per_class=2,

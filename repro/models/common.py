@@ -42,16 +42,25 @@ class StreamWrite(nn.Module):
         if width > stream:
             raise ValueError(f"a {width}-channel branch cannot write into a {stream}-channel stream")
         self.scatter = width != stream
+        # Inference pipelines that own their model copy set this: the add then lands in the
+        # stream tensor itself (the block's input or its projection output, dead after the block)
+        # instead of a new full-width tensor. Off by default: it mutates the block's input, which
+        # autograd, hooks or callers caching block inputs (SNF's sensitivity sweep) must not see.
+        self.inplace = False
         # Saved only when it carries information, so dense models keep torchvision's keys.
         self.register_buffer("index", torch.arange(width), persistent=self.scatter)
 
     def forward(self, branch: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
         if self.scatter:
             if _nhwc(stream):
-                out = stream.clone(memory_format=torch.channels_last)
+                out = stream if self.inplace else stream.clone(memory_format=torch.channels_last)
                 out.permute(0, 2, 3, 1).index_add_(3, self.index, branch.permute(0, 2, 3, 1))
                 return out
+            if self.inplace:
+                return stream.index_add_(1, self.index, branch)
             return stream.index_add(1, self.index, branch)
+        if self.inplace:
+            return stream.add_(branch)
         return stream + branch
 
 

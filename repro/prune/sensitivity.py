@@ -191,7 +191,10 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     try:
         segs = _segments(model)
         x0, _ = held[0]
-        if not torch.allclose(_run(segs, 0, x0), model(x0), rtol=1e-4, atol=1e-5):
+        ref = model(x0)
+        # Loose on purpose: a structural drift changes the logits wholesale, while GPU kernels
+        # (TF32, algorithm choice) may legitimately differ in the last bits between two calls.
+        if not torch.allclose(_run(segs, 0, x0), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()) + 1e-5):
             raise AssertionError("the block chain does not reproduce model.forward; update _segments")
 
         def loss_top1(logits, y):

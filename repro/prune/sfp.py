@@ -5,6 +5,14 @@ the conv weights of the pruned filters are zeroed: gradients, momentum, weight d
 following BatchNorm are left alone, so a zeroed filter keeps receiving gradient (train-mode BN
 normalises its all-zero output by sqrt(0 + eps)) and may regrow and win its place back at the next
 ranking. That is what makes it "soft". Hard pruning (``hard.py``) happens once, after training.
+
+A property of the method (and of the official code), not of this implementation: a zeroed filter
+whose BN output goes straight into a ReLU (the stem and every inner conv) outputs exactly
+ReLU(beta). While beta == 0 -- its init value -- that is the ReLU's kink, whose derivative PyTorch
+takes as 0, so neither the filter nor beta gets any gradient. Filters zeroed by the update before
+the first epoch (no momentum yet) therefore stay zero for good; later ones move again through
+their momentum buffer or a non-zero beta. Block-output convs feed the residual add first and do
+get gradient, amplified by 1/sqrt(eps) through the zero-variance BN. tests/test_sfp.py pins both.
 """
 from __future__ import annotations
 
