@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     "disturbs one thread less than two)")
     ap.add_argument("--pipeline", choices=PIPELINES, default="eager",
                     help="inference optimisations applied to dense and compact alike (default eager: "
-                         "BN folded, channels_last, inference_mode)")
+                         "BN folded, channels_last, inference_mode, in-place residual adds)")
     ap.add_argument("--align", type=int, default=8, help="also time the compact model with each conv's width "
                     "rounded up to this multiple by exactly-zero filters (1 = off; default 8)")
     ap.add_argument("--masks", help="a SoftFilterPruner state dict (or a checkpoint with it under 'pruner') "

@@ -8,7 +8,7 @@ import torch
 
 from repro import compact as compact_cli
 from repro import flops
-from repro.bench.latency import demo, fold_bn, randomize_bn_
+from repro.bench.latency import PIPELINES, demo, fold_bn, prepare, randomize_bn_
 from repro.models import ARCHS, arch_info, build_model
 from repro.models.graph import prunable_convs
 from repro.prune import (MaskError, SoftFilterPruner, align_kept, build_compact, hard_prune, load_compact,
@@ -75,6 +75,12 @@ def test_channels_last_and_jit(arch):
         for m, inp in ((traced, xcl), (scripted, xcl), (scripted, x)):
             assert (m(inp) - ref).abs().max() <= TOL
     assert (out(fold_bn(d.compact), x) - ref).abs().max() <= TOL
+    # the timed pipelines (BN folded, in-place residual adds, channels_last / jit) stay exact
+    for pipeline in PIPELINES:
+        fn, inp = prepare(d.compact, x, pipeline)
+        with torch.inference_mode():
+            assert (fn(inp) - ref).abs().max() <= TOL, pipeline
+    assert not any(getattr(m, "inplace", False) for m in d.compact.modules() if type(m).__name__ == "StreamWrite")
     # gradients through the NHWC scatter equal the NCHW ones (SNF fine-tunes compact models)
     grads = []
     for fmt, inp in ((torch.contiguous_format, x), (torch.channels_last, xcl)):
@@ -82,6 +88,19 @@ def test_channels_last_and_jit(arch):
         m(inp).square().sum().backward()
         grads.append(m.fc.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.timeout(300)
+def test_torch_compile_captures_the_whole_compact_model():
+    """Dynamo captures the compact model (scatter paths included) as one graph; aot_eager skips
+    the C++ compile of inductor, which would add minutes here and tests nothing of ours."""
+    d = demo("resnet20", 0.4, seed=5)
+    x = small_input("resnet20")
+    ref = out(d.hard, x)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        compiled = torch.compile(d.compact.to(memory_format=fmt), backend="aot_eager", fullgraph=True)
+        with torch.no_grad():
+            assert (compiled(x.contiguous(memory_format=fmt)) - ref).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("arch", ["resnet20", "resnet18"])

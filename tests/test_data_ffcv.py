@@ -62,6 +62,7 @@ def test_raw_round_trip_is_bit_exact(cifar):
 @pytest.mark.timeout(180)
 def test_cifar_ffcv_equals_plain_and_resumes(cifar):
     src, out = cifar
+    threads = torch.get_num_threads()
     cfg = DataConfig(name="cifar10", path=str(src), ffcv_dir=str(out), batch_size=32, workers=2)
     f = build_loaders(cfg, rank=0, world_size=1, device="cpu", seed=11)
     p = build_loaders(replace(cfg, loader="plain", workers=0), rank=0, world_size=1, device="cpu", seed=11)
@@ -78,6 +79,8 @@ def test_cifar_ffcv_equals_plain_and_resumes(cifar):
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(ff[5:], resumed))
     f.train.set_epoch(4)
     assert not torch.equal(next(iter(f.train.iterate()))[0], ff[0][0])
+    # FFCV sets torch's thread count on import, Loader build and epoch start: restored each time
+    assert torch.get_num_threads() == threads
     fv, pv = list(f.val.iterate()), list(p.val.iterate())
     assert [len(y) for _, y in fv] == [32, 18]  # val keeps the partial batch
     assert all(torch.equal(a, b) and torch.equal(la, lb) for (a, la), (b, lb) in zip(fv, pv))

@@ -16,6 +16,7 @@ import torch
 
 from repro import rundir
 from repro.config import Config, config_hash, run_name
+from repro.prune.compact import load_compact
 from repro.train import TrainingFailed, main, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +94,6 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     assert len(env["attempts"]) == 1 and env["attempts"][0]["hosts"] and env["attempts"][0]["launcher"] == "single"
     ck = torch.load(d / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["batch"], ck["step"]) == (2, 0, 6) and ck["config_hash"] == config_hash(cfg)
-    from repro.prune.compact import load_compact
     m = load_compact(d / rundir.MODEL)
     assert sum(p.numel() for p in m.parameters()) == res["params"]
     assert (d / "logs" / "rank0.log").read_text().count("epoch 2/2") == 1
@@ -104,6 +104,20 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     t = time.time()
     assert run(cfg, d) == res
     assert time.time() - t < 2 and (d / "env.json").read_text() == before
+
+    # SNF from that baseline folder: search on rank 0, compact model, fine-tune at lr/10.
+    snf_cfg = Config.from_overrides(TINY + ["prune.method=snf", f"prune.init_from={d}", "prune.flops_reduction=40",
+                                            "prune.finetune_epochs=1", "prune.search_batches=1"])
+    s = tmp_path / "snf"
+    snf = run(snf_cfg, s)
+    assert snf["status"] == "done" and snf["method"] == "snf" and snf["epochs"] == 1
+    assert snf["dense_val_top1"] == res["val_top1"]  # the baseline, evaluated on the same images
+    assert 40.0 - 0.1 <= snf["flops_reduction"] <= 40.0 + 1e-9 and snf["conv_macs"] < res["conv_macs"]
+    assert snf["snf"]["label"] == "SNF, abstract-level reimplementation"
+    assert rundir.read_metrics(s)[0]["lr"] == pytest.approx(0.001)  # warm-up lr 0.01 x init_lr_scale 0.1
+    compact = load_compact(s / rundir.MODEL)
+    assert compact.spec.to_json() == snf["spec"] and compact.spec.convs
+    assert (s / "snf_search.json").exists()
 
 
 def test_cli_bad_input_exit_codes(tmp_path, capsys):
