@@ -23,7 +23,7 @@ FINETUNE = {"prune.method": "snf", "prune.finetune_epochs": 100,
             "schedule.warmup_epochs": 0, "schedule.milestones": (50, 75),
             "schedule.gamma": 0.1}
 SMOKE = {"data.batch_size": 32, "data.workers": 1, "schedule.epochs": 1, "schedule.warmup_epochs": 0,
-         "schedule.milestones": (), "prune.finetune_epochs": 1}
+         "schedule.milestones": (), "log.wandb": "disabled"}
 SMOKE_DATA = {"kind": "cifar10", "train": 128, "val": 64}
 
 # arch: (FLOPs target %, top-1 change stated in the abstract: "+0.14%" = a drop of -0.14)
@@ -42,7 +42,8 @@ def rows():
                        {"model.arch": arch, **FINETUNE, "prune.flops_reduction": target},
                        paper={"top1": unconfirmed(ABSTRACT_ONLY), "top1_drop": paper(drop, note="abstract")},
                        baseline=base, init_from=base, flops_target=target,
-                       flops_paper=paper(target, note="abstract")))
+                       flops_paper=paper(target, note="abstract"),
+                       smoke={"prune.finetune_epochs": 1, "schedule.milestones": ()}))
     return tuple(out)
 
 

@@ -20,7 +20,7 @@ BASE = {
     "schedule.milestones": (60, 120, 160), "schedule.gamma": 0.2,
 }
 SMOKE = {"data.batch_size": 32, "data.workers": 1, "schedule.epochs": 1, "schedule.warmup_epochs": 0,
-         "schedule.milestones": ()}
+         "schedule.milestones": (), "log.wandb": "disabled"}
 SMOKE_DATA = {"kind": "cifar10", "train": 128, "val": 64}
 
 # arch: (rate, baseline top-1 mean, std, SFP top-1 mean, std, drop, printed FLOPs reduction)

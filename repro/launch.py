@@ -183,9 +183,10 @@ def table_dir(root: Path, spec: TableSpec) -> Path:
 
 def config_for(spec: TableSpec, run: RunSpec, *, smoke: bool, data_dir: Path | None = None,
                raw_dir: Path | None = None, init_dir: Path | None = None):
-    """The run's full config: preset (by arch family) <- table base <- smoke <- row <- seed/paths."""
+    """The run's full config: preset (by arch family) <- table base <- smoke <- row <- row smoke <- seed/paths."""
     from repro.config import Config
     values: dict[str, Any] = {**spec.base, **(spec.smoke if smoke else {}), **run.row.overrides,
+                              **(run.row.smoke if smoke else {}),
                               "seed": run.seed, "log.group": spec.name + ("-smoke" if smoke else "")}
     if data_dir is not None:
         values["data.ffcv_dir"] = str(data_dir)

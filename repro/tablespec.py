@@ -55,6 +55,7 @@ class Row:
     init_from: key of the row whose run with the SAME seed is this row's starting checkpoint
                (SFP from a pre-trained baseline, SNF); the launcher adds a SLURM dependency on it.
     flops_target: SNF rows: the FLOPs reduction (percent) the search must reach.
+    smoke:     overrides for --smoke that only this row takes (e.g. SNF's fine-tuning epochs).
     """
     key: str
     model: str
@@ -66,6 +67,7 @@ class Row:
     prune_rate: float = 0.0
     flops_target: float | None = None
     flops_paper: PaperValue | None = None
+    smoke: Mapping[str, Any] = field(default_factory=dict)  # this row's own --smoke overrides
 
     @property
     def arch(self) -> str:

@@ -37,6 +37,10 @@ def test_dry_run_plans_the_full_size_table(name, tmp_path, capsys):
         assert all(f"{row.key}/seed{s}" in out for s in spec.seeds)
     assert "note: the data is not ready" in out  # no data here; the plan still comes
     assert not root.exists()  # a dry run writes nothing
+    # the miniature table's configs are valid too
+    assert launch.main(spec, ["--dry-run", "--smoke", "--root", str(root)]) == 0
+    n = len(spec.runs(smoke=True))
+    assert f"{name} (smoke): {n} runs (new {n}); to submit: {n}" in capsys.readouterr().out
 
 
 @pytest.mark.timeout(120)

@@ -8,8 +8,9 @@ Rows: CIFAR-10 raw 32x32 (pad-crop + flip), and ImageNet-style JPEG at 160 px an
 stand-in data sets generated in the real layouts and converted with the real writers (cached
 under --work). Each measurement runs in its own process (FFCV threads and a forking
 DataLoader are kept apart), warms up for one epoch (FFCV compiles, workers start), then times
-whole epochs for at least --seconds. The machine's load average is printed: on a shared
-machine the absolute numbers move, the ratios less so.
+whole epochs for at least --seconds. FFCV and plain runs alternate --repeats times; the table
+gives medians, their ratio, and the range of ratios over the runs. The machine's load average
+is printed: on a shared machine the numbers move with other people's work.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -100,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="loader workers: FFCV threads / DataLoader processes (default 2)")
     p.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     p.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per measurement (default 8)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved FFCV/plain measurements per row; medians are reported (default 3)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     p.add_argument("--work", default="/tmp/prunerepro-bench", help="cache for the stand-in data (default /tmp/prunerepro-bench)")
     p.add_argument("--cifar-images", type=int, default=20000, help="CIFAR stand-in training images (default 20000)")
@@ -114,8 +118,8 @@ def main(argv=None) -> int:
         return 0
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
-    if unknown or a.batch < 1 or a.workers < 0 or a.seconds <= 0:
-        print(f"error: bad arguments (unknown rows {unknown}; batch, seconds must be > 0, workers >= 0)",
+    if unknown or a.batch < 1 or a.workers < 0 or a.seconds <= 0 or a.repeats < 1:
+        print(f"error: bad arguments (unknown rows {unknown}; batch, seconds, repeats must be > 0, workers >= 0)",
               file=sys.stderr)
         return 2
     from tabulate import tabulate
@@ -127,17 +131,19 @@ def main(argv=None) -> int:
     table = []
     for row in rows:
         src, out = data[ROWS[row]["name"]]
-        res = {}
-        for loader in ("ffcv", "plain"):
-            res[loader] = _child((row, loader, str(src), str(out), a.batch, a.workers, a.seconds))
-            r = res[loader]
-            print(f"[bench] {row:15s} {loader:5s} {r['images_per_s']:10.0f} img/s "
-                  f"({r['images']} images, {r['epochs']} epochs, {r['seconds']:.1f} s; warm-up "
-                  f"{r['warmup_s']:.1f} s; batch shape {r['shape']})", flush=True)
-        table.append([row, f"{res['ffcv']['images_per_s']:.0f}", f"{res['plain']['images_per_s']:.0f}",
-                      f"{res['ffcv']['images_per_s'] / res['plain']['images_per_s']:.2f}x"])
-    print(tabulate(table, headers=["training pipeline", "FFCV img/s", "plain img/s", "FFCV / plain"],
-                   tablefmt="github"))
+        res = {"ffcv": [], "plain": []}
+        for rep in range(a.repeats):  # interleaved, so both see the same spells of machine load
+            for loader in ("ffcv", "plain"):
+                r = _child((row, loader, str(src), str(out), a.batch, a.workers, a.seconds))
+                res[loader].append(r["images_per_s"])
+                print(f"[bench] {row:15s} {loader:5s} run {rep + 1}/{a.repeats} {r['images_per_s']:10.0f} img/s "
+                      f"({r['images']} images, {r['epochs']} epochs, {r['seconds']:.1f} s; warm-up "
+                      f"{r['warmup_s']:.1f} s; batch shape {r['shape']})", flush=True)
+        f, pl = statistics.median(res["ffcv"]), statistics.median(res["plain"])
+        table.append([row, f"{f:.0f}", f"{pl:.0f}", f"{f / pl:.2f}x",
+                      f"{min(res['ffcv']) / max(res['plain']):.2f}x - {max(res['ffcv']) / min(res['plain']):.2f}x"])
+    print(tabulate(table, headers=["training pipeline", "FFCV img/s (median)", "plain img/s (median)",
+                                   "FFCV / plain", "range over runs"], tablefmt="github"))
     print(f"[bench] load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
