@@ -40,7 +40,7 @@ CLUSTERS = ("auto", "slurm", "local", "debug")
 JOBS_FILE = "jobs.json"
 JOBS_DIR = "_jobs"  # submitit's pickles and logs, ROOT/<table>/_jobs/<job id>/
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED",
-                 "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+                 "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 
 # ---------------------------------------------------------------------------- GPU-hours estimate
 # Rough cost of ONE training epoch on one A100-class GPU, in GPU-hours (training only, +-50%):
@@ -555,11 +555,22 @@ def run_locally(args, p: Plan, cluster: str) -> None:
     debug runs in this process, so one at a time.)
     """
     from tqdm import tqdm
-    from repro.rundir import read_result
     waiting = [pl for pl in p.runs if pl.submit]
     slots = 1 if cluster == "debug" else max(1, args.local_jobs)
     running: list[tuple[Planned, Any]] = []
     bar = tqdm(total=len(waiting), desc=f"{p.spec.name} runs", unit="run", file=sys.stderr, disable=not waiting)
+    try:
+        _local_loop(args, p, cluster, waiting, running, slots, bar)
+    except KeyboardInterrupt:  # local jobs are child processes that would outlive us: stop them
+        for _, job in running:
+            job.cancel(check=False)
+        raise
+    finally:
+        bar.close()
+
+
+def _local_loop(args, p: Plan, cluster: str, waiting: list, running: list, slots: int, bar) -> None:
+    from repro.rundir import read_result
     while waiting or running:
         for pl in list(waiting):  # start what may start
             if len(running) >= slots:
@@ -599,7 +610,6 @@ def run_locally(args, p: Plan, cluster: str) -> None:
             bar.update(1)
         if running and not any(cluster == "debug" or j.done() for _, j in running):
             time.sleep(0.5)
-    bar.close()
 
 
 def wait_slurm(p: Plan, poll_s: float = 2.0) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from repro.tablespec import METRIC_LABELS, RESULT_KEYS, PaperValue, Row, TableSpec, load_table
 
 FLOPS_TOLERANCE = 0.05  # points; a printed FLOPs value further than this from the count is flagged
+SNF_TOLERANCE = 0.1     # points; an SNF run must meet its FLOPs target this closely (papers.md)
 TEXT_SUFFIXES = (".md", ".tex", ".csv")  # compared by --check (the .png depends on matplotlib's version)
 
 
@@ -189,12 +190,25 @@ def _row_cells(spec: TableSpec, rr: RowResult, smoke: bool) -> list[str]:
         if not m.endswith("_drop"):
             d = None if smoke else delta(rr, m)  # a miniature run is not comparable: no Δ
             cells.append("" if d is None else f"{d:+.2f}")
-    fp = fmt_paper(rr.row.flops_paper, 1) if rr.row.flops_paper else ("0" if _is_baseline(rr) else "")
+    fp = _fmt_printed(rr.row.flops_paper) if rr.row.flops_paper else ("0" if _is_baseline(rr) else "")
     ff = "" if rr.flops_float is None else _num(rr.flops_float) + (" !" if flops_mismatch(rr) else "")
-    fa = "" if rr.flops_actual is None else _num(rr.flops_actual)
+    fa = "" if rr.flops_actual is None else _num(rr.flops_actual) + (" !" if target_missed(rr) else "")
     if _is_baseline(rr):
         ff, fa = "0", "0"
     return cells + [fp, ff, fa, status_text(rr)]
+
+
+def _fmt_printed(pv: PaperValue) -> str:
+    """A printed FLOPs value with the decimals the paper used (41.8, 52.94)."""
+    if pv.confirmed and pv.value is not None:
+        return f"{pv.value:g}"
+    return fmt_paper(pv)
+
+
+def target_missed(rr: RowResult) -> bool:
+    """SNF: the searched structure must meet its FLOPs target to within SNF_TOLERANCE points."""
+    return (rr.row.flops_target is not None and rr.flops_measured is not None
+            and abs(rr.flops_measured - rr.row.flops_target) > SNF_TOLERANCE)
 
 
 def _is_baseline(rr: RowResult) -> bool:
@@ -237,7 +251,10 @@ def _notes(spec: TableSpec, rows: list[RowResult]) -> list[str]:
         if flops_mismatch(rr):
             notes.append(f"{rr.row.model} {rr.row.variant}: FLOPs↓ printed {rr.row.flops_paper.value:.1f} but the "
                          f"paper's own convention gives {rr.flops_float:.2f} (flagged !).")
-        if rr.flops_measured is not None and rr.flops_actual is not None and \
+        if target_missed(rr):
+            notes.append(f"{rr.row.model} {rr.row.variant}: the runs reached FLOPs↓ {rr.flops_measured:.2f}, "
+                         f"more than {SNF_TOLERANCE} points from the target {rr.row.flops_target:g} (flagged !).")
+        if rr.row.prune_rate and rr.flops_measured is not None and rr.flops_actual is not None and \
                 abs(rr.flops_measured - rr.flops_actual) > FLOPS_TOLERANCE:
             notes.append(f"{rr.row.model} {rr.row.variant}: the runs measured FLOPs↓ {rr.flops_measured:.2f}, "
                          f"the count gives {rr.flops_actual:.2f}.")

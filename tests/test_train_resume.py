@@ -16,7 +16,7 @@ from tests.test_train import TINY, assert_same_run, cli, popen, wait_for
 
 SFP = TINY + ["prune.method=sfp", "prune.rate=0.3"]  # 2 epochs x 3 batches: steps 1..6
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

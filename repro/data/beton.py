@@ -1,0 +1,130 @@
+"""Writing and checking FFCV `.beton` files.
+
+Every file is written under a temporary name in the destination folder and renamed into place
+only when FFCV has finished, so an interrupted or failed conversion never leaves a half-written
+`.beton` under the final name. `check_beton` validates a file's structure without building a
+Loader (FFCV itself may hang or crash on a truncated file).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+# FFCV's smallest page (2 MiB). Its default (8 MiB) makes small data sets needlessly large.
+SMALL_PAGE = 1 << 21
+FIELDS = ("image", "label")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary sibling of `final`; rename it to `final` on success, delete on error."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _workers(workers: int) -> int:
+    return workers if workers and workers > 0 else (os.cpu_count() or 1)
+
+
+class _ArraySource:
+    """Indexable (image HWC uint8, label) pairs for ffcv.writer.DatasetWriter."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def write_raw_split(path: Path, images: np.ndarray, labels: np.ndarray, workers: int = -1) -> int:
+    """Raw (uncompressed) RGB images of one size + int labels -> `path`, bit-exact."""
+    from . import ffcv_import  # noqa: F401
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    with atomic_path(path) as tmp:
+        writer = DatasetWriter(str(tmp), {"image": RGBImageField(write_mode="raw"), "label": IntField()},
+                               page_size=SMALL_PAGE, num_workers=min(_workers(workers), 4))
+        writer.from_indexed_dataset(_ArraySource(images, labels), chunksize=1000)
+    return len(images)
+
+
+def _page_size(max_res: int | None) -> int:
+    """Smallest power of two >= 2 MiB that holds one raw image of side `max_res` twice over
+    (FFCV's writer processes hang, instead of failing, on a sample larger than a page)."""
+    need = 2 * 3 * (max_res or 1024) ** 2
+    return max(SMALL_PAGE, 1 << (need - 1).bit_length())
+
+
+def write_image_split(path: Path, source, *, mode: str, max_res: int | None, quality: int,
+                      workers: int = -1) -> int:
+    """An indexable `source` of (HWC uint8 RGB, label) of varying sizes -> `path`.
+    `mode`: FFCV's write_mode ('jpg' | 'raw'); `max_res`: longest side cap.
+    `source.raise_errors()` reports decode failures recorded by the writer processes."""
+    from . import ffcv_import  # noqa: F401
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+    fields = {"image": RGBImageField(write_mode=mode, max_resolution=max_res, jpeg_quality=quality),
+              "label": IntField()}
+    try:
+        with atomic_path(path) as tmp:
+            writer = DatasetWriter(str(tmp), fields, page_size=_page_size(max_res),
+                                   num_workers=_workers(workers))
+            writer.from_indexed_dataset(source, chunksize=64)
+            source.raise_errors()  # before the rename: a bad file leaves no .beton behind
+    finally:
+        source.close()
+    return len(source)
+
+
+def check_beton(path: str | Path, fix: str = "") -> int:
+    """Validate the structure of a .beton; return its number of samples. `fix` is appended to
+    the error message (the command that rebuilds the file)."""
+    from . import ffcv_import  # noqa: F401
+    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType
+    from ffcv.utils import decode_null_terminated_string
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise DataError(f"missing {path}{hint}")
+    size = path.stat().st_size
+    if size < HeaderType.itemsize:
+        raise DataError(f"{path} is truncated ({size} bytes, shorter than a .beton header){hint}")
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    if header["version"] != CURRENT_VERSION:
+        raise DataError(f"{path} is not an FFCV v{CURRENT_VERSION} .beton (version field "
+                        f"{header['version']}){hint}")
+    n, nf, table = int(header["num_samples"]), int(header["num_fields"]), int(header["alloc_table_ptr"])
+    desc_end = HeaderType.itemsize + nf * FieldDescType.itemsize
+    if nf != len(FIELDS) or size < desc_end:
+        raise DataError(f"{path} is truncated or has {nf} fields instead of image, label{hint}")
+    descs = np.fromfile(path, dtype=FieldDescType, count=nf, offset=HeaderType.itemsize)
+    names = tuple(decode_null_terminated_string(d["name"]) for d in descs)
+    if names != FIELDS:
+        raise DataError(f"{path} has fields {names}, expected {FIELDS}{hint}")
+    if table == 0 or table > size or (size - table) % ALLOC_TABLE_TYPE.itemsize:
+        raise DataError(f"{path} is truncated ({size} bytes; its allocation table starts at "
+                        f"byte {table}){hint}")
+    alloc = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table)
+    if n == 0:
+        raise DataError(f"{path} holds no samples{hint}")
+    if len(alloc) < n or np.any(alloc["ptr"] + alloc["size"] > table) or \
+            len(np.unique(alloc["sample_id"])) != n or alloc["sample_id"].max() >= n:
+        raise DataError(f"{path} is truncated or corrupt: its allocation table does not cover "
+                        f"all {n} samples inside the file{hint}")
+    return n

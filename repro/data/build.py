@@ -1,0 +1,140 @@
+"""`check_data` and `build_loaders`: the data part's public entry points."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .stats import STATS
+
+NAMES = ("cifar10", "imagenet", "digits")
+LOADERS = ("ffcv", "plain")
+
+
+@dataclass
+class Loaders:
+    train: Any            # EpochLoader: len(), set_epoch(e), iterate(start_batch=0)
+    val: Any
+    num_classes: int
+    num_train: int        # images in the whole training set (all ranks)
+    num_val: int          # images in the whole validation set (all ranks)
+
+
+def _write_cmd(cfg) -> str:
+    out = cfg.ffcv_dir or "DIR"
+    if cfg.name == "digits":
+        return f"python -m repro.data.write digits --out {out}"
+    return f"python -m repro.data.write {cfg.name} --src {cfg.path or '<SRC>'} --out {out}"
+
+
+def _check_cfg(cfg) -> None:
+    # DataConfig validates these already; repeated for configs built some other way.
+    if cfg.name not in NAMES:
+        raise DataError(f"data.name='{cfg.name}' is not one of {', '.join(NAMES)}")
+    if cfg.loader not in LOADERS:
+        raise DataError(f"data.loader='{cfg.loader}' is not one of {', '.join(LOADERS)}")
+    if cfg.batch_size < 1 or cfg.workers < 0:
+        raise DataError(f"data.batch_size must be >= 1 and data.workers >= 0 "
+                        f"(got {cfg.batch_size}, {cfg.workers})")
+    if cfg.name == "imagenet" and not (8 <= cfg.val_res <= cfg.val_resize and cfg.train_res >= 8):
+        raise DataError(f"data.val_res ({cfg.val_res}) must be >= 8 and <= data.val_resize "
+                        f"({cfg.val_resize}), data.train_res ({cfg.train_res}) >= 8")
+
+
+def check_data(cfg) -> None:
+    """Cheap pre-flight check of a `repro.config.DataConfig`; raises DataError (one line)."""
+    from .beton import check_beton
+    _check_cfg(cfg)
+    if cfg.loader == "ffcv":
+        try:
+            from . import ffcv_import  # noqa: F401
+        except ImportError:
+            raise DataError("FFCV is not importable here: install it (`pip install -e .[ffcv]`, "
+                            "see scripts/setup.sh) or set data.loader=plain") from None
+        if not cfg.ffcv_dir:
+            if cfg.name == "digits":
+                return  # converted on demand into the cache folder
+            raise DataError(f"data.ffcv_dir is empty: convert the data with `{_write_cmd(cfg)}` "
+                            f"and set data.ffcv_dir=DIR (or use data.loader=plain)")
+        for split in ("train", "val"):
+            check_beton(Path(cfg.ffcv_dir) / f"{split}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
+        return
+    if cfg.name == "cifar10":
+        from . import cifar10
+        if not cfg.path:
+            raise DataError("data.path is empty: set it to the folder of CIFAR-10 python pickles "
+                            "(or make a stand-in with `python -m repro.data.synth cifar10 --out DIR`)")
+        cifar10.check_layout(cfg.path)
+    elif cfg.name == "imagenet":
+        from . import imagenet
+        if not cfg.path:
+            raise DataError("data.path is empty: set it to the ImageNet root holding train/ and val/ "
+                            "(or make a stand-in with `python -m repro.data.synth imagenet --out DIR`)")
+        imagenet.list_classes(cfg.path)
+        if not (Path(cfg.path) / "val").is_dir():
+            raise DataError(f"ImageNet: {cfg.path} has no val/ folder (expected val/<wnid>/*.JPEG)")
+
+
+def _beton_labels(path: Path) -> np.ndarray:
+    from . import ffcv_import  # noqa: F401
+    from ffcv.reader import Reader
+    return np.asarray(Reader(str(path)).metadata["f1"])
+
+
+def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed: int = 0) -> Loaders:
+    """Train and val loaders for this rank. `cfg.batch_size` is global: each rank gets
+    batch_size // world_size images per batch."""
+    check_data(cfg)
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} outside 0..{world_size - 1}")
+    if cfg.batch_size % world_size:
+        raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
+    device = torch.device(device)
+    per_rank = cfg.batch_size // world_size
+    mean, std = STATS[cfg.name]
+    common = dict(batch_size=per_rank, seed=seed, rank=rank, world=world_size)
+
+    if cfg.loader == "ffcv":
+        from .beton import check_beton
+        from .loaders_ffcv import FfcvLoader
+        folder = Path(cfg.ffcv_dir) if cfg.ffcv_dir else None
+        if folder is None:  # digits only (check_data refused the others)
+            from .digits import ensure_cached
+            folder = ensure_cached()
+        n = {s: check_beton(folder / f"{s}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
+             for s in ("train", "val")}
+        num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
+        make = lambda split, train, res: FfcvLoader(  # noqa: E731
+            str(folder / f"{split}.beton"), n[split], kind=cfg.name, res=res, resize=cfg.val_resize,
+            mean=mean, std=std, device=device, workers=cfg.workers, in_memory=cfg.in_memory,
+            train=train, **common)
+        train, val = make("train", True, cfg.train_res), make("val", False, cfg.val_res)
+    else:
+        from .loaders_plain import ArrayDataset, FolderDataset, PlainLoader
+        if cfg.name == "imagenet":
+            from . import imagenet
+            tr_paths, tr_labels, classes = imagenet.scan(cfg.path, "train")
+            va_paths, va_labels, _ = imagenet.scan(cfg.path, "val")
+            num_classes = len(classes)
+            ds_train = FolderDataset(tr_paths, tr_labels, train=True, seed=seed, res=cfg.train_res,
+                                     resize=cfg.val_resize)
+            ds_val = FolderDataset(va_paths, va_labels, train=False, seed=seed, res=cfg.val_res,
+                                   resize=cfg.val_resize)
+        else:
+            from . import cifar10, digits
+            read = (lambda s: cifar10.read_split(cfg.path, s)) if cfg.name == "cifar10" else digits.read_split
+            num_classes = 10
+            ds_train = ArrayDataset(*read("train"), train=True, seed=seed)
+            ds_val = ArrayDataset(*read("val"), train=False, seed=seed)
+        make = lambda ds, train: PlainLoader(ds, mean=mean, std=std, device=device,  # noqa: E731
+                                             workers=cfg.workers, train=train, **common)
+        train, val = make(ds_train, True), make(ds_val, False)
+
+    if len(train) == 0:
+        raise DataError(f"the training set ({train.n} images over {world_size} ranks) is smaller than "
+                        f"one batch of {per_rank}: lower data.batch_size")
+    return Loaders(train=train, val=val, num_classes=num_classes, num_train=train.n, num_val=val.n)

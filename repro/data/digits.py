@@ -1,0 +1,79 @@
+"""scikit-learn's digits (1,797 real 8x8 greyscale scans, 10 classes) as a CIFAR-shaped set.
+
+Rendering: grey levels 0..16 scaled to 0..255, bilinear-upsampled to 32x32 with Pillow and
+replicated to 3 channels (uint8 RGB). Split: stratified 80/20 with
+`sklearn.model_selection.train_test_split(test_size=0.2, stratify=y, random_state=0)`:
+1,437 training and 360 validation images, always the same ones.
+
+With `data.ffcv_dir` empty the .beton files are written on demand to a cache folder
+(`$PRUNEREPRO_CACHE` or `~/.cache/prunerepro`, sub-folder `digits-v1`), under a file lock so that
+several ranks starting at once convert once and never see a half-written file.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+NUM_CLASSES = 10
+SPLIT_SEED = 0
+VAL_FRACTION = 0.2
+CACHE_VERSION = "digits-v1"  # bump when the rendering or the split changes
+
+
+@lru_cache(maxsize=None)
+def _render_all() -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    grey = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    up = np.stack([np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)) for g in grey])
+    rgb = np.repeat(up[..., None], 3, axis=3)
+    return np.ascontiguousarray(rgb), d.target.astype(np.int64)
+
+
+@lru_cache(maxsize=None)
+def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+    _, y = _render_all()
+    tr, va = train_test_split(np.arange(len(y)), test_size=VAL_FRACTION, stratify=y,
+                              random_state=SPLIT_SEED)
+    return np.sort(tr), np.sort(va)
+
+
+def read_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """'train' or 'val' -> (uint8 N x 32 x 32 x 3, int64 labels)."""
+    images, labels = _render_all()
+    idx = _split_indices()[0 if split == "train" else 1]
+    return images[idx], labels[idx]
+
+
+def write(out: str | Path, workers: int = -1) -> dict:
+    from .beton import write_raw_split
+    return {split: write_raw_split(Path(out) / f"{split}.beton", *read_split(split), workers=workers)
+            for split in ("train", "val")}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PRUNEREPRO_CACHE") or Path.home() / ".cache" / "prunerepro"
+    return Path(root) / CACHE_VERSION
+
+
+def ensure_cached() -> Path:
+    """Write the digits betons to the cache folder unless present; safe for concurrent ranks."""
+    out = cache_dir()
+    done = lambda: (out / "train.beton").is_file() and (out / "val.beton").is_file()  # noqa: E731
+    if done():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first rank converts, the others wait here
+        try:
+            if not done():
+                write(out, workers=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
