@@ -43,7 +43,9 @@ def rows():
                        paper={"top1": unconfirmed(ABSTRACT_ONLY), "top1_drop": paper(drop, note="abstract")},
                        baseline=base, init_from=base, flops_target=target,
                        flops_paper=paper(target, note="abstract"),
-                       smoke={"prune.finetune_epochs": 1, "schedule.milestones": (), "prune.search_batches": 1}))
+                       # the sensitivity search is one forward pass per (conv, grid count): keep it small
+                       smoke={"prune.finetune_epochs": 1, "schedule.milestones": (), "prune.search_batches": 1,
+                              "data.batch_size": 8}))
     return tuple(out)
 
 

@@ -542,7 +542,8 @@ def submit_slurm(args, p: Plan) -> list:
             _write_jobs(pl.run_dir, read_jobs(pl.run_dir) + [{**_job_entry(job, "slurm", wave), **extra[id(pl)]}])
             pl.active_job = str(job.job_id)
         jobs_out += jobs
-        print(f"[launch] submitted wave {wave}: {len(jobs)} run(s) as array {jobs[0].job_id.split('_')[0]}"
+        what = f"array {jobs[0].job_id.split('_')[0]}" if len(jobs) > 1 else f"job {jobs[0].job_id}"
+        print(f"[launch] submitted wave {wave}: {len(jobs)} run(s) as {what}"
               + (" (each task after its own baseline)" if wave == 2 else ""), file=sys.stderr)
     return jobs_out
 

@@ -679,6 +679,9 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
         return res
     denv = dist.detect()
     device = dist.pick_device(cfg.device, denv)
+    # Process-wide switches: restored on return, as run() may be called again in this process.
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -723,6 +726,8 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
             logs.close()
         if owns_group:
             dist.teardown()
+        torch.use_deterministic_algorithms(saved[0], warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]
 
 
 # ----------------------------------------------------------------------------- CLI

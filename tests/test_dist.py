@@ -1,7 +1,6 @@
 """Distributed environment detection and the CPU-capable synchronised BatchNorm."""
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -100,7 +99,7 @@ def _sbn_worker(rank: int, port: int, x: torch.Tensor, w: torch.Tensor, out: dic
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_sync_bn_over_two_ranks_equals_bn_over_the_global_batch():
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 5) * 3 + 1

@@ -169,3 +169,26 @@ def test_nan_loss_fails_clearly_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(TrainingFailed):
         run(Config.from_overrides(TINY + ["optim.lr=1e30"]), d)
     assert rundir.read_result(d)["status"] == "failed"
+
+
+def test_init_from_accepts_torchvision_style_state_dicts(tmp_path):
+    from repro.config import ConfigError
+    from repro.models import build_model
+    from repro.train import load_init
+    torch.manual_seed(1)
+    src = build_model("resnet18", num_classes=10)
+    # torchvision's keys, as saved by a DDP training script: {"state_dict": {"module.conv1.weight": ...}}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "tv.pth")
+    m = load_init(str(tmp_path / "tv.pth"), "resnet18", 10)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), src.state_dict().values()))
+    with pytest.raises(ConfigError, match="has a 10-class head, this run needs 1000"):
+        load_init(str(tmp_path / "tv.pth"), "resnet18", 1000)
+    with pytest.raises(ConfigError, match="does not fit a dense resnet34"):
+        load_init(str(tmp_path / "tv.pth"), "resnet34", 10)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="is not a readable torch file"):
+        load_init(str(tmp_path / "junk.pt"), "resnet18", 10)
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    with pytest.raises(ConfigError, match="has not finished"):
+        load_init(str(unfinished), "resnet18", 10)

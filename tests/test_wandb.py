@@ -32,7 +32,7 @@ def _offline_files(run_dir: Path) -> list[str]:
     return sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb")))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_offline_run_file_holds_the_logged_epochs_and_id_is_reused(wandb_offline, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
