@@ -78,6 +78,7 @@ class StopFlag:
     def __init__(self):
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
+        self.replaced: dict[int, Any] = {}  # what restore() put back, for chain()
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -93,12 +94,13 @@ class StopFlag:
     def restore(self) -> None:
         for s, h in self.previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self.previous_called = self.previous
+        if self.previous:
+            self.replaced = self.previous
         self.previous = {}
 
     def chain(self) -> None:
         """Hand the signal to the handler that was there before us (after restore())."""
-        prev = getattr(self, "previous_called", {}).get(self.signum)
+        prev = self.replaced.get(self.signum)
         if callable(prev):
             prev(self.signum, None)
 
@@ -350,30 +352,43 @@ class Trainer:
                               "from a dense baseline")
         self.extra["baseline_val_top1"] = self.evaluate(base)["val_top1"]  # collective
         log.info("SNF baseline: val top-1 %.2f", self.extra["baseline_val_top1"])
+        failure = None
         if self.main:
-            from repro.prune.compact import save_compact
-            from repro.prune.snf import snf_prune
-            batches = []
-            self.loaders.train.set_epoch(0)
-            for i, (x, y) in enumerate(self.loaders.train.iterate()):
-                if i >= cfg.prune.search_batches:
-                    break
-                batches.append((self.prep(x), y))
-            log.info("SNF: searching kept filters for a %.2f%% conv-MACs reduction on %d batches%s",
-                     cfg.prune.flops_reduction, len(batches), " (uniform baseline)" if cfg.prune.uniform else "")
-            compact, spec, report = snf_prune(base, self.arch, batches, cfg.prune.flops_reduction,
-                                              criterion=cfg.prune.criterion, uniform=cfg.prune.uniform,
-                                              resolution=cfg.data.resolution, progress=False)
-            rundir.atomic_write_json(self.run_dir / "snf_search.json", report)
-            save_compact(pruned_file, compact)
-            self.extra["snf"] = {k: v for k, v in report.items() if k not in ("kept", "spec")}
-            self.extra["snf"] = json.loads(json.dumps(self.extra["snf"], default=str))  # plain types only
-            log.info("SNF: spec found, %.2f%% reduction", report.get("flops_reduction", float("nan")))
-        dist.barrier()
+            try:
+                self.snf_search(base, pruned_file)
+            except Exception as e:  # tell the other ranks instead of leaving them in the barrier
+                failure = e
+        err = dist.broadcast_object(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if err is not None:
+            raise TrainingFailed(f"SNF search failed on rank 0: {err}")
         from repro.prune.compact import load_compact
         model = load_compact(pruned_file)
         self.extra = dist.broadcast_object(self.extra)
         return model.train()
+
+    def snf_search(self, base: nn.Module, pruned_file: Path) -> None:
+        """Rank 0: sensitivity search + compact model, written to the run folder."""
+        cfg = self.cfg
+        from repro.prune.compact import save_compact
+        from repro.prune.snf import snf_prune
+        batches = []
+        self.loaders.train.set_epoch(0)
+        for i, (x, y) in enumerate(self.loaders.train.iterate()):
+            if i >= cfg.prune.search_batches:
+                break
+            batches.append((self.prep(x), y))
+        log.info("SNF: searching kept filters for a %.2f%% conv-MACs reduction on %d batches%s",
+                 cfg.prune.flops_reduction, len(batches), " (uniform baseline)" if cfg.prune.uniform else "")
+        compact, _spec, report = snf_prune(base, self.arch, batches, cfg.prune.flops_reduction,
+                                           criterion=cfg.prune.criterion, uniform=cfg.prune.uniform,
+                                           resolution=cfg.data.resolution, progress=False)
+        rundir.atomic_write_json(self.run_dir / "snf_search.json", report)
+        save_compact(pruned_file, compact)
+        snf = {k: v for k, v in report.items() if k not in ("kept", "spec")}
+        self.extra["snf"] = json.loads(json.dumps(snf, default=str))  # plain types only
+        log.info("SNF: spec found, %.2f%% reduction", report.get("flops_reduction", float("nan")))
 
     # ---------------------------------------------------------------- checkpoint
     def checkpoint(self, epoch: int, batch: int, partial: EpochSums | None) -> None:
