@@ -25,7 +25,8 @@ TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.tr
         "schedule.val_batches=2", "schedule.epochs=2", "schedule.milestones=1", "device=cpu", "deterministic=true"]
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
                "imgs_per_s"}
-TIMING = {"epoch_s", "imgs_per_s", "wall_s"}
+# Not results: timings, and the code version (a shared checkout may get a commit mid-test).
+TIMING = {"epoch_s", "imgs_per_s", "wall_s", "code_version"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -113,7 +114,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     snf = run(snf_cfg, s)
     assert snf["status"] == "done" and snf["method"] == "snf" and snf["epochs"] == 1
     assert snf["dense_val_top1"] == res["val_top1"]  # the baseline, evaluated on the same images
-    assert 40.0 - 0.1 <= snf["flops_reduction"] <= 40.0 + 1e-9 and snf["conv_macs"] < res["conv_macs"]
+    assert 40.0 <= snf["flops_reduction"] <= 40.0 + 0.1 + 1e-9 and snf["conv_macs"] < res["conv_macs"]
     assert snf["snf"]["label"] == "SNF, abstract-level reimplementation"
     assert rundir.read_metrics(s)[0]["lr"] == pytest.approx(0.001)  # warm-up lr 0.01 x init_lr_scale 0.1
     compact = load_compact(s / rundir.MODEL)
