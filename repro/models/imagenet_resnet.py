@@ -15,7 +15,24 @@ from .spec import DENSE, ChannelSpec
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """What basic and bottleneck blocks share: the identity path and the write into the stream."""
+
+    def _finish(self, stream_in, stream_out, stride, projection, out, place):
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _projection(stream_in, stream_out, stride) if projection else None
+        self.place = place  # basic nets' layer1.0: puts the narrow stem output into the stream
+        self.write = StreamWrite(out, stream_out)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.place is not None:
+            return self.place(x)
+        return x
+
+
+class BasicBlock(_Block):
     expansion = 1
 
     def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec,
@@ -26,24 +43,16 @@ class BasicBlock(nn.Module):
         out = spec.conv(f"{name}.conv2", full_out)
         self.conv1, self.bn1 = conv_bn(stream_in, mid, 3, stride)
         self.conv2, self.bn2 = conv_bn(mid, out, 3)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(stream_in, stream_out, stride) if projection else None
-        self.place = place  # basic nets' layer1.0: puts the narrow stem output into the stream
-        self.write = StreamWrite(out, stream_out)
+        self._finish(stream_in, stream_out, stride, projection, out, place)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        elif self.place is not None:
-            identity = self.place(x)
-        else:
-            identity = x
+        identity = self.shortcut(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return self.relu(self.write(y, identity))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     expansion = 4
 
     def __init__(self, name, stream_in, stream_out, planes, stride, projection: bool, spec: ChannelSpec,
@@ -56,18 +65,10 @@ class Bottleneck(nn.Module):
         self.conv1, self.bn1 = conv_bn(stream_in, mid1, 1)
         self.conv2, self.bn2 = conv_bn(mid1, mid2, 3, stride)
         self.conv3, self.bn3 = conv_bn(mid2, out, 1)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _projection(stream_in, stream_out, stride) if projection else None
-        self.place = place  # basic nets' layer1.0: puts the narrow stem output into the stream
-        self.write = StreamWrite(out, stream_out)
+        self._finish(stream_in, stream_out, stride, projection, out, place)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        elif self.place is not None:
-            identity = self.place(x)
-        else:
-            identity = x
+        identity = self.shortcut(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
