@@ -193,6 +193,19 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def broadcast_buffers_(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers (BN running statistics), in place.
+
+    DDP re-broadcasts rank 0's buffers at the start of each training forward only, so after the
+    last step every rank holds statistics from its own batch. Evaluation must use one model on
+    every rank — the one rank 0 saves — or the reported accuracy is not that model's.
+    """
+    if not active():
+        return
+    for buf in module.buffers():
+        tdist.broadcast(buf, src=src)
+
+
 def hostname() -> str:
     return socket.gethostname()
 

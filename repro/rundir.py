@@ -63,19 +63,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     pause = _pause_for(path.name)
-    with open(tmp, "wb") as f:
-        if pause:
-            half = len(data) // 2
-            f.write(data[:half])
+    try:
+        with open(tmp, "wb") as f:
+            if pause:
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                path.with_name(f"{path.name}{TMP_MARK}paused").touch()  # tells the test where we are
+                time.sleep(pause)
+                f.write(data[half:])
+            else:
+                f.write(data)
             f.flush()
-            path.with_name(f"{path.name}{TMP_MARK}paused").touch()  # tells the test where we are
-            time.sleep(pause)
-            f.write(data[half:])
-        else:
-            f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except Exception:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 

@@ -128,20 +128,9 @@ def train_baseline(arch: str, data: Digits, *, seed: int, epochs: int, lr: float
 
 def save_state(model: nn.Module, path: str) -> None:
     """The dense state dict, written atomically (temp file in the same folder, then rename)."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from .rundir import atomic_torch_save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(model.state_dict(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(path, model.state_dict())
 
 
 @torch.no_grad()

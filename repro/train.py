@@ -279,6 +279,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        dist.broadcast_buffers_(model)  # every rank evaluates rank 0's (the saved) model
         model.eval()
         sums = EpochSums(self.device)
         limit = self.cfg.schedule.val_batches
@@ -579,6 +580,7 @@ class Trainer:
         from repro.flops import arch_counts, count
         cfg = self.cfg
         model = dist.revert_sync_bn(self.model).eval()
+        dist.broadcast_buffers_(model)  # before the digest check and the hard prune
         res = cfg.data.resolution
         result: dict[str, Any] = {"status": "done", "reason": ""}
         if self.pruner is not None:
@@ -621,6 +623,7 @@ class Trainer:
             "method": cfg.prune.method, "arch": self.arch, "data": cfg.data.name, "seed": cfg.seed,
             "run_name": run_name(cfg), "config_hash": config_hash(cfg),
             "code_version": rundir.code_version()["version"], "wall_s": self.wall(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         if "snf" in self.extra:
             result["snf"] = self.extra["snf"]

@@ -30,6 +30,19 @@ os.environ["WANDB_SILENT"] = "true"
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread in the test process. On 2 cores a 2-thread OpenMP op stalls whenever its
+    other thread is descheduled (tests start trainer/DDP subprocesses beside it), which made tiny
+    ops take milliseconds; measured several times faster with one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _wandb_disabled(monkeypatch):
     """Default for every test: W&B off, so nothing waits on a login prompt or the network."""
     for var in _WANDB_VARS:

@@ -16,14 +16,6 @@ from repro.prune import (MaskError, SoftFilterPruner, align_kept, build_compact,
 
 TOL = 1e-4
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On this shared 2-core box a 2-thread OpenMP op waits a whole scheduler slice whenever the
-    other thread is descheduled: tiny ops take ms. One thread makes these tests several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_input(arch, batch=2, seed=0):

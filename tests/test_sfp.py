@@ -11,14 +11,6 @@ from repro.models.spec import SpecError
 from repro.prune import CRITERIA, CriterionError, MaskError, SoftFilterPruner, hard_prune, select_kept
 from repro.bench.latency import randomize_bn_
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """On this shared 2-core box a 2-thread OpenMP op waits a whole scheduler slice whenever the
-    other thread is descheduled: tiny ops take ms. One thread makes these tests several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_criteria_scores_and_selection():

@@ -21,8 +21,6 @@ The compact model carries ``.arch`` and ``.spec`` and saves as a plain state dic
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -31,6 +29,7 @@ from torch import nn
 from ..models import arch_info, build_model
 from ..models.graph import prunable_convs, streams
 from ..models.spec import ChannelSpec
+from ..rundir import atomic_torch_save
 from .hard import check_kept
 from .sfp import MaskError, unwrap
 
@@ -193,16 +192,7 @@ def save_compact(path: str | os.PathLike, model: nn.Module) -> None:
     payload = {"format": FORMAT, "arch": model.arch, "num_classes": model.fc.out_features,
                "spec": model.spec.to_json(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(path, payload)
 
 
 def load_compact(path: str | os.PathLike, map_location="cpu") -> nn.Module:

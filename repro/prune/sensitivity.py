@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.graph import prunable_convs
+from ..rundir import atomic_write_json
 from .criteria import get_criterion
 from .sfp import prunable_modules, unwrap
 
@@ -127,18 +127,6 @@ def _run(segs, start: int, x: torch.Tensor) -> torch.Tensor:
     for _, f in segs[start:]:
         x = f(x)
     return x
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -254,5 +242,5 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     sens = Sensitivity(arch, criterion, base_loss, base_top1, n_images, rise, top1, key,
                        time.perf_counter() - start, False)
     if use_cache:
-        _atomic_write_json(path, sens.to_json())
+        atomic_write_json(path, sens.to_json())
     return sens
