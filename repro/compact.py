@@ -27,12 +27,9 @@ from .prune.compact import save_compact
 
 def _load_masks(path: str) -> dict:
     """A ``SoftFilterPruner.state_dict()``: saved alone, or under 'pruner' in a training checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"--masks: {path} does not exist") from None
-    except Exception as e:
-        raise ValueError(f"--masks: {path} is not a readable torch file ({type(e).__name__})") from None
+    from .rundir import load_torch_file
+
+    state = load_torch_file(path, "--masks")
     if isinstance(state, dict) and isinstance(state.get("pruner"), dict):
         state = state["pruner"]
     if not isinstance(state, dict) or "masks" not in state:

@@ -93,6 +93,16 @@ def _pause_for(name: str) -> float:
     return float(parts[1]) if parts[0] == name and _writes[name] == nth else 0.0
 
 
+def load_torch_file(path, what: str, error: type[Exception] = ValueError) -> Any:
+    """``torch.load`` (weights only, to CPU) with one-line errors naming ``what`` was being read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{what}: {path} does not exist") from None
+    except Exception as e:  # truncated, foreign or pickled-code file
+        raise error(f"{what}: {path} is not a readable torch file ({type(e).__name__})") from None
+
+
 def atomic_write_json(path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 

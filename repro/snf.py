@@ -160,12 +160,9 @@ def recalibrated_accuracy(model: nn.Module, train_data, val_data, batch_size: in
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
     """A dense state dict, or a dict holding one under 'model' / 'state_dict' (DDP prefixes ok)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path} does not exist") from None
-    except Exception as e:
-        raise ValueError(f"checkpoint {path} is not a readable torch file ({type(e).__name__})") from None
+    from .rundir import load_torch_file
+
+    obj = load_torch_file(path, "checkpoint")
     if isinstance(obj, dict):
         for k in ("model", "state_dict"):
             if isinstance(obj.get(k), dict):

@@ -181,12 +181,7 @@ class Progress:
 
 # ----------------------------------------------------------------------------- models
 def _load_state(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"prune.init_from: {path} does not exist") from None
-    except Exception as e:
-        raise ConfigError(f"prune.init_from: {path} is not a readable torch file ({type(e).__name__}: {e})") from None
+    return rundir.load_torch_file(path, "prune.init_from", ConfigError)
 
 
 def load_init(path_str: str, arch: str, num_classes: int) -> nn.Module:
