@@ -103,6 +103,29 @@ def load_torch_file(path, what: str, error: type[Exception] = ValueError) -> Any
         raise error(f"{what}: {path} is not a readable torch file ({type(e).__name__})") from None
 
 
+def dense_state_dict(obj: Any, what: str, error: type[Exception] = ValueError) -> dict:
+    """The model weights a loaded checkpoint ``obj`` holds: ``obj`` itself or its 'state_dict' /
+    'model' entry, with DDP's 'module.' and torch.compile's '_orig_mod.' prefixes removed."""
+    for k in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(k), dict):
+            obj = obj[k]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise error(f"{what} holds no model state dict")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def load_dense_weights(model: torch.nn.Module, obj: Any, what: str, error: type[Exception] = ValueError) -> None:
+    """Load ``dense_state_dict(obj)`` into ``model`` strictly; errors are one line naming ``what``."""
+    state = dense_state_dict(obj, what, error)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise error(f"{what} does not fit a dense {getattr(model, 'arch', type(model).__name__)}: "
+                    f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
+
+
 def atomic_write_json(path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 

@@ -160,23 +160,9 @@ def recalibrated_accuracy(model: nn.Module, train_data, val_data, batch_size: in
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
     """A dense state dict, or a dict holding one under 'model' / 'state_dict' (DDP prefixes ok)."""
-    from .rundir import load_torch_file
+    from .rundir import load_dense_weights, load_torch_file
 
-    obj = load_torch_file(path, "checkpoint")
-    if isinstance(obj, dict):
-        for k in ("model", "state_dict"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {path} holds no state dict")
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ValueError(f"checkpoint {path} does not fit a dense {model.arch} with 10 classes: "
-                         f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+    load_dense_weights(model, load_torch_file(path, "checkpoint"), f"checkpoint {path}")
 
 
 # --------------------------------------------------------------------------------------------

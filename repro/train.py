@@ -210,21 +210,12 @@ def load_init(path_str: str, arch: str, num_classes: int) -> nn.Module:
         model.load_state_dict(payload["model"])
         model.spec = spec
     else:
-        sd = payload
-        for k in ("state_dict", "model"):
-            if isinstance(sd, dict) and isinstance(sd.get(k), dict):
-                sd = sd[k]
-        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise ConfigError(f"prune.init_from: {path} holds neither a run's model, a checkpoint nor a state dict")
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        # A plain state dict (e.g. torchvision's); its head size decides the model's.
+        what = f"prune.init_from: {path}"
+        sd = rundir.dense_state_dict(payload, what, ConfigError)
         fc = sd.get("fc.weight")
         model = build_model(arch, num_classes=fc.shape[0] if fc is not None else num_classes)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise ConfigError(f"prune.init_from: {path} does not fit a dense {arch}: "
-                              f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+        rundir.load_dense_weights(model, sd, what, ConfigError)
         model.spec = DENSE
     if getattr(model, "arch", arch) != arch:
         raise ConfigError(f"prune.init_from: {path} holds a {model.arch}, this run trains a {arch}")
