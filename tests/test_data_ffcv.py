@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,6 +114,63 @@ def test_imagenet_ffcv_val_matches_plain_and_train_is_seeded(imnet):
     f.train.set_epoch(2)
     c = list(f.train.iterate())
     assert not torch.equal(a[0][0], c[0][0])
+
+
+@pytest.mark.timeout(240)
+def test_imagenet_fused_decoder_equals_uint8_pipeline_and_flips_by_mask(imnet, monkeypatch):
+    """The CPU training decoder's fused flip + normalisation gives exactly the tensors of the
+    uint8 pipeline (the one CUDA uses) normalised by to_model_input, and it flips exactly the
+    images `augment.flip_mask` (the plain path's decisions) selects. All 9 batches are held at
+    once, more than the output pool keeps, so a reused array would show up as a mismatch."""
+    from repro.data import augment
+    from repro.data.loaders_ffcv import FfcvLoader
+    from repro.data.stats import IMAGENET_MEAN
+    _, out = imnet
+    kw = dict(kind="imagenet", res=24, resize=28, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+              device=torch.device("cpu"), workers=2, in_memory=True, batch_size=2, train=True,
+              seed=3, rank=0, world=1)
+    fused = FfcvLoader(str(out / "train.beton"), 18, fuse_normalize=True, **kw)
+    raw = FfcvLoader(str(out / "train.beton"), 18, fuse_normalize=False, **kw)
+    calls = []
+    real = augment.to_model_input
+    monkeypatch.setattr(augment, "to_model_input", lambda x, *a: (calls.append(len(x)), real(x, *a))[1])
+    for loader in (fused, raw):
+        loader.set_epoch(4)
+    a, b = list(fused.iterate()), list(raw.iterate())
+    assert len(a) == len(b) == 9 and a[0][0].dtype == torch.float32 and a[0][0].shape == (2, 3, 24, 24)
+    assert all(torch.equal(x, y) and torch.equal(lx, ly) for (x, lx), (y, ly) in zip(a, b))
+    assert len(calls) == 9  # only the uint8 loader went through to_model_input
+    assert len({x.data_ptr() for x, _ in a}) == 9  # held batches never share memory
+    # The same crops without any flip: flipped images are the mirror images of these.
+    monkeypatch.setattr(augment, "flip_mask", lambda seed, epoch, idx: np.zeros(len(idx), bool))
+    unflipped = torch.cat([x for x, _ in raw.iterate()])
+    monkeypatch.undo()
+    mask = torch.from_numpy(augment.flip_mask(3, 4, raw.indices(0)))
+    assert 0 < int(mask.sum()) < len(mask)
+    expect = torch.where(mask.view(-1, 1, 1, 1), unflipped.flip(3), unflipped)
+    assert torch.equal(torch.cat([x for x, _ in b]), expect)
+    # Batches dropped by the caller are reused: an epoch consumed one batch at a time
+    # allocates no more arrays than the pool keeps.
+    del a
+    for x, _ in fused.iterate():
+        pass
+    assert len(fused._out_pool.arrays) <= fused._out_pool.keep
+
+
+def test_output_pool_reuses_an_array_only_when_nothing_references_it():
+    from repro.data.loaders_ffcv import _OutputPool
+    pool = _OutputPool((2, 3), np.float32, keep=2)
+    first = pool.take()
+    view = torch.from_numpy(first[:1])  # a tensor view made from the batch, as a caller holds it
+    del first
+    second = pool.take()
+    assert second.ctypes.data != view.data_ptr()
+    del second
+    assert pool.take().ctypes.data == pool.arrays[1].ctypes.data  # free again: reused
+    del view
+    assert pool.take() is pool.arrays[0]
+    held = [pool.take() for _ in range(3)]  # beyond `keep`: fresh arrays the pool does not keep
+    assert len({h.ctypes.data for h in held}) == 3 and len(pool.arrays) == 2
 
 
 def test_truncated_beton_is_refused(cifar, tmp_path):

@@ -124,14 +124,20 @@ def flip_batch(images: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ normalise
+def normalize_affine(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, bias), float32, such that x * scale + bias == (x / 255 - mean) / std
+    for grey levels x; both loader paths (and FFCV's fused decoder) normalise with these."""
+    inv = np.float32(1) / (np.asarray(std, np.float32).reshape(-1) * np.float32(255))
+    bias = -(np.asarray(mean, np.float32).reshape(-1) * np.float32(255)) * inv
+    return inv, bias
+
+
 def to_model_input(images: torch.Tensor, device: torch.device, mean, std) -> torch.Tensor:
     """uint8 NHWC (CPU) -> normalised float32 NCHW on `device`. On CUDA the copy is
     non-blocking (pinned source), the arithmetic runs on the GPU and the result stays
     channels_last; on CPU it is contiguous NCHW. Both loader paths call this, so their outputs
     compare exactly."""
-    mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1) * np.float32(255)
-    inv = np.float32(1) / (np.asarray(std, np.float32).reshape(1, -1, 1, 1) * np.float32(255))
-    bias = -mean * inv  # (x - mean) / std  ==  x * inv + bias
+    inv, bias = (a.reshape(1, -1, 1, 1) for a in normalize_affine(mean, std))
     if device.type == "cuda":
         x = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
         y = torch.empty_like(x, dtype=torch.float32)  # keeps x's channels_last strides
