@@ -318,8 +318,12 @@ class FfcvLoader(EpochLoader):
                     torch.set_num_threads(threads)  # FFCV's thread changed it on start
                 # Fused output: the batch owns its pool array. Otherwise images/labels are views
                 # of FFCV's reusable slot memory: copied out now.
-                x = images if self._out_pool is not None else augment.to_model_input(
-                    images, self.device, self.mean, self.std)
+                if self._out_pool is None:
+                    x = augment.to_model_input(images, self.device, self.mean, self.std)
+                elif self.device.type == "cpu":
+                    x = images
+                else:  # fused on request for an accelerator: same layout as to_model_input's
+                    x = images.to(self.device).contiguous(memory_format=torch.channels_last)
                 yield (x,
                        labels.reshape(-1).to(self.device, torch.int64, copy=True))
         finally:
