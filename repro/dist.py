@@ -151,6 +151,10 @@ def teardown() -> None:
 
 
 # ----------------------------------------------------------------------------- collectives
+def initialized() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
 def active() -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
 

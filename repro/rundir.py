@@ -1,4 +1,4 @@
-"""One run's folder: atomic writes, config check, checkpoint, metrics, result, environment.
+"""One run's folder: config check, checkpoint, metrics, result, environment.
 
 Layout (docs/ARCHITECTURE.md, "Training engine"):
   config.json      resolved config (written once; a different request for the folder is refused)
@@ -10,12 +10,11 @@ Layout (docs/ARCHITECTURE.md, "Training engine"):
   logs/rank{N}.log per-rank log
   result.json      written last and atomically; its presence with status "done" means done
 
-Every write goes to a temporary file in the same folder, is fsynced and renamed over the target,
-so a reader (or a resumed run) sees either the old or the new file, never a torn one.
+Every write goes through ``repro.io``'s atomic writes, so a reader (or a resumed run) sees either
+the old or the new file, never a torn one.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -23,139 +22,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from repro.config import Config, ConfigError, identity_diff
+from repro.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
 
 CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID = (
     "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt")
-TMP_MARK = ".tmp-"
-
-# Test hook: "NAME:SECONDS[:NTH]" makes the NTH (default 1st) atomic write of file NAME in this
-# process pause for SECONDS after writing half of its bytes (and touch NAME.tmp-paused), so a test
-# can kill -9 the process in the middle of a checkpoint write.
-PAUSE_ENV = "REPRO_TEST_PAUSE_IN_WRITE"
-_writes: dict[str, int] = {}
 
 
 class RunDirError(RuntimeError):
     """The folder cannot be used for the requested run (the message says why and what to do)."""
-
-
-# ----------------------------------------------------------------------------- atomic writes
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    pause = _pause_for(path.name)
-    try:
-        with open(tmp, "wb") as f:
-            if pause:
-                half = len(data) // 2
-                f.write(data[:half])
-                f.flush()
-                path.with_name(f"{path.name}{TMP_MARK}paused").touch()  # tells the test where we are
-                time.sleep(pause)
-                f.write(data[half:])
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except Exception:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _pause_for(name: str) -> float:
-    spec = os.environ.get(PAUSE_ENV, "")
-    if not spec:
-        return 0.0
-    parts = spec.split(":")
-    _writes[name] = _writes.get(name, 0) + 1
-    nth = int(parts[2]) if len(parts) > 2 else 1
-    return float(parts[1]) if parts[0] == name and _writes[name] == nth else 0.0
-
-
-def load_torch_file(path, what: str, error: type[Exception] = ValueError) -> Any:
-    """``torch.load`` (weights only, to CPU) with one-line errors naming ``what`` was being read."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise error(f"{what}: {path} does not exist") from None
-    except Exception as e:  # truncated, foreign or pickled-code file
-        raise error(f"{what}: {path} is not a readable torch file ({type(e).__name__})") from None
-
-
-def dense_state_dict(obj: Any, what: str, error: type[Exception] = ValueError) -> dict:
-    """The model weights a loaded checkpoint ``obj`` holds: ``obj`` itself or its 'state_dict' /
-    'model' entry, with DDP's 'module.' and torch.compile's '_orig_mod.' prefixes removed."""
-    for k in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(k), dict):
-            obj = obj[k]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise error(f"{what} holds no model state dict")
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
-
-
-def load_dense_weights(model: torch.nn.Module, obj: Any, what: str, error: type[Exception] = ValueError) -> None:
-    """Load ``dense_state_dict(obj)`` into ``model`` strictly; errors are one line naming ``what``."""
-    state = dense_state_dict(obj, what, error)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise error(f"{what} does not fit a dense {getattr(model, 'arch', type(model).__name__)}: "
-                    f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
-
-
-def atomic_write_json(path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def atomic_torch_save(path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor) and o.numel() == 1:
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def clean_tmp(run_dir: Path) -> list[str]:
-    """Remove temporary files a killed writer left behind; return their names."""
-    removed = []
-    for p in Path(run_dir).glob(f"*{TMP_MARK}*"):
-        p.unlink(missing_ok=True)
-        removed.append(p.name)
-    return removed
 
 
 # ----------------------------------------------------------------------------- config

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from repro.rundir import WANDB_ID, atomic_write_bytes
+from repro.io import atomic_write_bytes
+from repro.rundir import WANDB_ID
 
 log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")

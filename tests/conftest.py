@@ -18,6 +18,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable  # the project's .venv python: SLURM jobs run it too (submitit uses it)
+PAUSE_PLUGIN = REPO / "tests" / "plugins" / "pause.py"
+
+
+def pause_at_step(step: int, seconds: float) -> dict:
+    """Environment that makes a trainer pause after optimizer step ``step`` (tests/plugins/pause.py)."""
+    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": f"{step}:{seconds}"}
+
+
+def pause_in_write(name: str, seconds: float, nth: int = 1) -> dict:
+    """Environment that makes the ``nth`` atomic write of file ``name`` pause half-way."""
+    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_WRITE": f"{name}:{seconds}:{nth}"}
 
 _WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
                "WANDB_DATA_DIR", "WANDB_BASE_URL", "WANDB_ERROR_REPORTING", "WANDB_SILENT",
@@ -97,8 +108,8 @@ def shared_tmp(tmp_path_factory):
 
 
 def _smoke_data(root, table: str):
-    from repro.launch import prepare_smoke_data
-    from repro.tablespec import load_table
+    from repro.papers import load_table
+    from repro.runs.smoke import prepare_smoke_data
     prepare_smoke_data(load_table(table), root)
     return root
 

@@ -18,8 +18,10 @@ import pytest
 import submitit
 
 from repro import launch
+from repro.papers import load_table
 from repro.tables import build
-from repro.tablespec import load_table
+
+from conftest import pause_at_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -97,7 +99,8 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
 def _one_run_spec(name: str, epochs: int):
     """table1's ResNet-20 baseline alone, trained longer (a TableSpec is plain data)."""
     t1 = load_table("table1")
-    return dataclasses.replace(t1, name=name, rows=(t1.rows[0],), smoke={**t1.smoke, "schedule.epochs": epochs})
+    return dataclasses.replace(t1, name=name, rows=(t1.rows[0],), smoke={**t1.smoke, "schedule.epochs": epochs},
+                               smoke_rows=None)
 
 
 @pytest.mark.timeout(240)
@@ -106,7 +109,8 @@ def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, cifar_smoke
     root = tmp_path / "runs"
     # the trainer's test hook: rank 0 pauses 8 s after optimizer step 5 (epoch 2 of 3) and says so;
     # sbatch passes the environment on to the job
-    monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "5:8")
+    for k, v in pause_at_step(5, 8).items():
+        monkeypatch.setenv(k, v)
     assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "preempt").values()
     entry = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]
@@ -129,7 +133,8 @@ def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, cifar_smoke
 def test_job_that_dies_without_result_shows_failed_in_table(tmp_path, slurm_cluster, cifar_smoke_data, monkeypatch):
     spec = _one_run_spec("killed", epochs=3)
     root = tmp_path / "runs"
-    monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "2:30")
+    for k, v in pause_at_step(2, 30).items():
+        monkeypatch.setenv(k, v)
     assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "killed").values()
     job_id = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]["job_id"]

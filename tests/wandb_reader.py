@@ -1,4 +1,4 @@
-# Copied from ../shared/tools/wandb/wandb_log_reader.py so tests do not read outside the project.
+# A reader of W&B offline run files (the .wandb record log), kept in the project so tests need nothing outside it.
 """Read a W&B .wandb transaction log (offline run) without the server or wandb-core.
 
 Format (LevelDB-log style, as written by wandb-core):

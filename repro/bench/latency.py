@@ -156,7 +156,7 @@ def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
 def measure(arch: str, prune: float, *, batch: int = 8, resolution: int | None = None, repeats: int = 7,
             threads: int = 1, pipeline: str = "eager", align: int = 8, seed: int = 0, masks: dict | None = None,
             models: Demo | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Everything ``python -m repro.compact`` reports, as a JSON-ready dict.
+    """Everything ``python -m repro.demos.compact`` reports, as a JSON-ready dict.
 
     ``models``: an already built ``demo(arch, prune, seed=seed, masks=masks)`` to measure.
     """

@@ -1,7 +1,7 @@
 """SNF, abstract-level reimplementation: search the number of filters per layer under a FLOPs target.
 
 NOT the authors' code: SNF's paper body and code were not available; this implements the family
-its abstract defines (papers.md §2), and every report it produces says so (``LABEL``):
+its abstract defines (docs/papers.md), and every report it produces says so (``LABEL``):
 
 1. sensitivity curves of a trained model (``sensitivity.measure``): the held-out loss rise when
    one conv alone keeps ``k`` filters (L2 criterion), for a grid of ``k``;
@@ -39,8 +39,8 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..flops import count, spec_conv_macs
-from ..models import arch_info, build_model, check_resolution
+from ..flops import conv_geometry, count, spec_conv_macs
+from ..models import arch_info
 from ..models.graph import prunable_convs
 from ..models.spec import ChannelSpec, kept_filters
 from .compact import build_compact
@@ -70,28 +70,11 @@ class Term:
 
 @lru_cache(maxsize=None)
 def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
-    """One term per conv of ``arch`` (see the module docstring), from the dense skeleton."""
-    check_resolution(arch, resolution)
-    with torch.device("meta"):
-        model = build_model(arch)
-    names = {m: n for n, m in model.named_modules()}
-    dense: dict[str, tuple[int, int, int]] = {}
-
-    def hook(m, _inp, out):
-        kh, kw = m.kernel_size
-        dense[names[m]] = (out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups, m.out_channels)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, resolution, resolution, device="meta"))
-    for h in handles:
-        h.remove()
+    """One term per conv of ``arch`` (see the module docstring), from ``flops.conv_geometry``."""
     layers = {c.name: c for c in prunable_convs(arch)}
     feeder = {consumer: c.name for c in layers.values() for consumer in c.consumers}
-    terms = []
-    for conv, (coef, cin, cout) in dense.items():
-        terms.append(Term(conv, coef, feeder.get(conv, cin), conv if conv in layers else cout))
-    return tuple(terms)
+    return tuple(Term(conv, g.coef, feeder.get(conv, g.c_in), conv if conv in layers else g.c_out)
+                 for conv, g in conv_geometry(arch, resolution).items())
 
 
 def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:

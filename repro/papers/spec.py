@@ -1,18 +1,15 @@
 """What a paper table contains: its rows, the runs behind each row (grid x seeds) and the paper's values.
 
-A launch script (launch/table2.py, ...) declares one `TableSpec`; the launcher (repro.launch) plans
-and submits from it and the table builder (repro.tables) reads the same object, so the two cannot
+Each module of ``repro.papers`` declares one `TableSpec`; the launcher (``repro.runs``) plans and
+submits from it and the table builder (``repro.report``) reads the same object, so the two cannot
 drift apart. Nothing here imports torch or the trainer: declaring a table is cheap.
 
-Paper values are facts from ../shared/reference/papers.md. A cell the sources could not confirm is
-`unconfirmed(...)`, never a guess; it renders as "unconfirmed" in every output.
+Paper values are facts with their sources (docs/papers.md). A cell the sources could not confirm
+is `unconfirmed(...)`, never a guess; it renders as "unconfirmed" in every output.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 # Metrics a row can carry, in display order. Drops are (baseline - pruned) in points, as in the
@@ -25,25 +22,34 @@ RESULT_KEYS = {"top1": "val_top1", "top5": "val_top5"}
 
 @dataclass(frozen=True)
 class PaperValue:
-    """One number printed in (or stated by) the paper; `value=None` means not known here."""
+    """One number a source prints (or states) for a paper cell; `value=None` means not known here.
+
+    source: key of the document it comes from (``repro.papers.sources.SOURCES``); every number
+            has one, and the tables show it per cell with a legend naming the document in full.
+    caveat: what a reader must know about this number (a transcription slip, an unstated protocol).
+    Equality compares the number only (value, std, confirmed, note), not where it was read.
+    """
     value: float | None
     std: float | None = None
     confirmed: bool = True
     note: str = ""
+    source: str = field(default="", compare=False)
+    caveat: str = field(default="", compare=False)
 
     def __post_init__(self):
         if self.confirmed and self.value is None:
             raise ValueError("a confirmed paper value needs a number")
 
 
-def paper(value: float, std: float | None = None, note: str = "") -> PaperValue:
-    """A value printed in the paper (or reprinted by the same authors)."""
-    return PaperValue(value, std, True, note)
+def paper(value: float, std: float | None = None, note: str = "", *, source: str = "",
+          caveat: str = "") -> PaperValue:
+    """A value a source prints for the cell (the paper, or a reprint / transcription of it)."""
+    return PaperValue(value, std, True, note, source, caveat)
 
 
-def unconfirmed(note: str, value: float | None = None) -> PaperValue:
+def unconfirmed(note: str, value: float | None = None, *, source: str = "") -> PaperValue:
     """A cell the sources could not confirm; `value` only when some source states a number."""
-    return PaperValue(value, None, False, note)
+    return PaperValue(value, None, False, note, source)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class TableSpec:
     base:          dotted overrides every run gets (data set, recipe).
     smoke:         dotted overrides on top, for `--smoke` (tiny images, few epochs).
     smoke_data:    what `--smoke` generates: ("imagenet" | "cifar10", synth kwargs).
+    smoke_rows:    the row keys `--smoke` runs (None: every row); a smaller miniature of a big table.
     metrics:       which METRICS the table shows.
     """
     name: str
@@ -107,6 +114,7 @@ class TableSpec:
     smoke_data: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
+    smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
 
     def __post_init__(self):
         keys = [r.key for r in self.rows]
@@ -122,6 +130,14 @@ class TableSpec:
         bad = set(self.metrics) - set(METRICS)
         if bad:
             raise ValueError(f"{self.name}: unknown metrics {sorted(bad)}")
+        if self.smoke_rows is not None:
+            missing = set(self.smoke_rows) - set(keys)
+            if missing:
+                raise ValueError(f"{self.name}: smoke_rows names unknown rows {sorted(missing)}")
+            for r in self.rows:
+                if r.key in self.smoke_rows and r.init_from and r.init_from not in self.smoke_rows:
+                    raise ValueError(f"{self.name}: smoke row {r.key} starts from {r.init_from}, "
+                                     "which is not a smoke row")
 
     def row(self, key: str) -> Row:
         for r in self.rows:
@@ -132,30 +148,5 @@ class TableSpec:
     def runs(self, smoke: bool = False) -> list[RunSpec]:
         """Every run the table needs, rows in order, then seeds; dependencies come after their base."""
         seeds = self.smoke_seeds if smoke else self.seeds
-        return [RunSpec(self.name, r, s) for r in self.rows for s in seeds]
-
-
-# ----------------------------------------------------------------------------- finding a table by name
-LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
-
-
-def known_tables() -> list[str]:
-    return sorted(p.stem for p in LAUNCH_DIR.glob("*.py") if not p.name.startswith("_"))
-
-
-def load_table(name: str) -> TableSpec:
-    """The TableSpec declared as TABLE in launch/<name>.py (the one place a table is declared)."""
-    path = LAUNCH_DIR / f"{name}.py"
-    if not name.replace("_", "").isalnum() or not path.is_file():
-        raise LookupError(f"unknown table {name!r}; known: {', '.join(known_tables()) or '(none)'} "
-                          f"(each is a launch/<name>.py)")
-    mod_name = f"_prunerepro_launch_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module  # registered first: the TableSpec pickles by reference
-        spec.loader.exec_module(module)
-    table = getattr(sys.modules[mod_name], "TABLE", None)
-    if not isinstance(table, TableSpec):
-        raise LookupError(f"{path} does not declare TABLE = TableSpec(...)")
-    return table
+        rows = [r for r in self.rows if not smoke or self.smoke_rows is None or r.key in self.smoke_rows]
+        return [RunSpec(self.name, r, s) for r in rows for s in seeds]

@@ -1,0 +1,65 @@
+"""The final phase of a run: the method delivers its model, the loop evaluates and counts it, and
+rank 0 writes model.pt and then result.json (written last: its presence with status done means
+the run is done)."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from repro import dist, rundir
+from repro.config import config_hash, run_name
+from repro.flops import arch_counts, count
+from repro.io import weights_digest
+from repro.models import DENSE
+from repro.prune.compact import save_compact
+
+if TYPE_CHECKING:
+    from .loop import Session
+
+log = logging.getLogger(__name__)
+
+
+def _result_fields(s: "Session", delivered, final: dict) -> dict[str, Any]:
+    cfg, arch, res = s.cfg, s.cfg.model.arch, s.cfg.data.resolution
+    counts = count(delivered, res)
+    base = arch_counts(arch, DENSE, res)
+    return {
+        "val_top1": final["val_top1"], "val_top5": final["val_top5"], "val_loss": final["val_loss"],
+        "val_images": final["val_n"],
+        "train_loss": s.last.get("train_loss"), "train_top1": s.last.get("train_top1"),
+        "conv_macs": counts.conv_macs, "baseline_conv_macs": base.conv_macs,
+        "flops_reduction": 100.0 * (1 - counts.conv_macs / base.conv_macs),
+        "params": counts.params, "baseline_params": base.params,
+        "spec": getattr(delivered, "spec", DENSE).to_json(),
+        "epochs": cfg.train_epochs, "steps": s.step, "world_size": s.denv.world_size,
+        "method": s.method.name, "arch": arch, "data": cfg.data.name, "seed": cfg.seed,
+        "run_name": run_name(cfg), "config_hash": config_hash(cfg),
+        "code_version": rundir.code_version()["version"], "wall_s": s.wall(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def finish(s: "Session") -> dict:
+    model = dist.revert_sync_bn(s.model).eval()
+    dist.broadcast_buffers_(model)  # before the digest check and whatever the method does to it
+    delivered, fields = s.method.deliver(s.context(), model, s.last)
+    # DDP keeps replicas equal by construction; verify it, since a silent divergence (e.g. a
+    # rank-local mask) would make the saved rank-0 model unrepresentative.
+    digests = dist.gather_objects(weights_digest(model))
+    if len(set(digests)) > 1:
+        log.warning("ranks hold different weights at the end of training: %s", digests)
+    final = s.context().evaluate(delivered)
+    result: dict[str, Any] = {"status": "done", "reason": "", **fields, "rank_weight_sha256": digests,
+                              **_result_fields(s, delivered, final)}
+    if s.is_main:
+        delivered.spec = getattr(delivered, "spec", DENSE)
+        delivered.arch = s.cfg.model.arch
+        save_compact(s.run_dir / rundir.MODEL, delivered)
+        s.wandb.summary({k: v for k, v in result.items() if k != "spec"})
+        rundir.write_result(s.run_dir, result)  # last: its presence means done
+    dist.barrier()
+    log.info("done: val top-1 %.2f top-5 %.2f, conv MACs %.2fM (%.1f%% fewer), %.0fs",
+             result["val_top1"], result["val_top5"], result["conv_macs"] / 1e6, result["flops_reduction"],
+             result["wall_s"])
+    return result
