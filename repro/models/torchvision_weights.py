@@ -98,7 +98,9 @@ def resolve(spec: str) -> Path:
     if _is_path(body):
         path = Path(body).expanduser()
         if not path.is_file():
-            raise WeightsMissing(f"{spec}: {path} does not exist")
+            known = {v: k for k, v in V1_FILES.items()}.get(path.name)
+            hint = f"; {fetch_hint(known, path.parent)}" if known else ""
+            raise WeightsMissing(f"{spec}: {path} does not exist{hint}")
     elif body in V1_FILES:
         path = checkpoints_dir() / V1_FILES[body]
         if not path.is_file():
