@@ -60,7 +60,7 @@ def meta_mat(wnids: list[str], rng: np.random.Generator) -> tuple[bytes, dict[st
     import scipy.io
     ids = {w: int(i) + 1 for w, i in zip(wnids, rng.permutation(len(wnids)))}
     rows = sorted(((i, w, 0) for w, i in ids.items()), key=lambda r: r[0])
-    rows += [(len(wnids) + 1, "n00001740", len(wnids)), (len(wnids) + 2, "n00002137", 1)]
+    rows += [(len(wnids) + 1, "n00001740", 2), (len(wnids) + 2, "n00002137", 1)]
     table = np.empty((len(rows), 1), dtype=[(f, "O") for f in _FIELDS])
     for r, (i, w, children) in enumerate(rows):
         table[r, 0] = (np.array([[i]], np.uint16), np.array([w]), np.array([f"synset {w}"]),
