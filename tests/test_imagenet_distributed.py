@@ -138,8 +138,9 @@ def test_label_files_that_do_not_cover_the_images_are_refused_before_writing(tre
     _refused_before_writing(src, tmp_path, f"lacks 1 of the 9 images .* labels \\(first: {dropped}\\)")
     # a WNID that is no train/ class
     csv.write_text("\n".join(rows).replace("n00000002", "n09999999") + "\n")
-    (src / "val" / f"{dropped}.JPEG").write_bytes((trees["kaggle"] / "val" / f"{dropped}.JPEG").read_bytes())
-    _refused_before_writing(src, tmp_path, r"WNIDs that are not class folders of train/ \(1 of them, first: n09999999\)")
+    shutil.copy(trees["kaggle"] / "val" / f"{dropped}.JPEG", src / "val")
+    _refused_before_writing(src, tmp_path, r"WNIDs that are not class folders of train/ "
+                                           r"\(1 of them, first: n09999999\)")
     # a flat val/ and no label file anywhere
     csv.unlink()
     _refused_before_writing(src, tmp_path, "is flat \\(9 images, no class folders\\) and no label file "
