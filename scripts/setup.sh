@@ -67,7 +67,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   fi
   # ------------------------------------------------------------ 4. FFCV (pinned) and the project
   log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT)"
-  "$VPY" -m pip install -q -e ".[ffcv,dev]"
+  # torch is pinned to the build installed above so that no extra can replace it: the dev extra's
+  # torchvision then resolves to the release made for this torch (torchvision X pins torch ==Y;
+  # an unpinned resolve would upgrade torch to a CUDA build from PyPI).
+  TORCH_NOW=$("$VPY" -W ignore -c "import torch; print(torch.__version__.split('+')[0])")
+  "$VPY" -m pip install -q -e ".[ffcv,dev]" "torch==$TORCH_NOW"
+  if [ "$has_gpu" = 0 ]; then
+    "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'the project install replaced the CPU torch build with a CUDA one; remove .venv and re-run')"
+  fi
   # ffcv.__version__ is stale upstream (says 0.0.3rc1 in 1.0.2): ask the installed metadata.
   "$VPY" -c "import ffcv, torch, submitit, wandb; from importlib.metadata import version; print('torch', torch.__version__, '| ffcv', version('ffcv'))"
   echo "$want" > "$STAMP"

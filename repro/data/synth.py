@@ -3,11 +3,14 @@
     python -m repro.data.synth cifar10  --out DIR [--train 5000 --val 1000 --seed 0]
     python -m repro.data.synth imagenet --out DIR [--classes 10 --train-per-class 50
                                                    --val-per-class 10 --size 160 --seed 0]
+                                                  [--as-downloaded devkit|devkit-tar|kaggle]
 
 The class signal is learnable but not trivial: every class owns a smooth random colour
 template; an image is a randomly shifted (and, for ImageNet, randomly sized and shaped) window
 of its class template, with random brightness and strong pixel noise. The output folder is
-built under a temporary name and renamed into place when complete.
+built under a temporary name and renamed into place when complete. `--as-downloaded` gives the
+ImageNet stand-in the layout of the official download instead (flat val/ with the devkit's or
+Kaggle's label file, a CMYK JPEG and a PNG named .JPEG in train/; see synth_dist.py).
 """
 from __future__ import annotations
 
@@ -124,9 +127,13 @@ def _imagenet_job(job) -> None:
 def make_imagenet(out: str | Path, *, classes: int = 10, train_per_class: int = 50,
                   val_per_class: int = 10, size: int = 160, jitter: float = 0.25,
                   quality: int = 90, noise: float = 30.0, seed: int = 0, workers: int = 0,
-                  force: bool = False) -> Path:
+                  force: bool = False, as_downloaded: str | None = None) -> Path:
     """train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<n>.JPEG, sides around `size`
-    (uniform within +-`jitter`), aspect ratios in [3/4, 4/3]."""
+    (uniform within +-`jitter`), aspect ratios in [3/4, 4/3]. `as_downloaded` (one of
+    synth_dist.LAYOUTS): rewrite it into the layout of the official download."""
+    from .synth_dist import LAYOUTS, as_downloaded as rewrite
+    if as_downloaded is not None and as_downloaded not in LAYOUTS:
+        raise DataError(f"--as-downloaded must be one of {', '.join(LAYOUTS)}")
     if classes < 1 or train_per_class < 1 or val_per_class < 1 or size < 16:
         raise DataError("imagenet stand-in needs --classes, --train-per-class, --val-per-class >= 1 "
                         "and --size >= 16")
@@ -153,6 +160,8 @@ def make_imagenet(out: str | Path, *, classes: int = 10, train_per_class: int = 
             for _ in tqdm(pool.imap_unordered(_imagenet_job, jobs, chunksize=16), total=len(jobs),
                           desc=f"imagenet stand-in -> {out}", unit="img", disable=None):
                 pass
+        if as_downloaded:
+            rewrite(tmp, as_downloaded, seed)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -179,6 +188,9 @@ def main(argv=None) -> int:
     i.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     i.add_argument("--noise", type=float, default=30.0, help="pixel noise std (default 30)")
     i.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    i.add_argument("--as-downloaded", choices=("devkit", "devkit-tar", "kaggle"), default=None,
+                   help="the official download's layout: flat val/ labelled by the devkit (folder or "
+                        ".tar.gz) or Kaggle's LOC_val_solution.csv, CMYK and PNG quirks in train/")
     for s in (c, i):
         s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
         s.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -190,7 +202,7 @@ def main(argv=None) -> int:
             out = make_imagenet(a.out, classes=a.classes, train_per_class=a.train_per_class,
                                 val_per_class=a.val_per_class, size=a.size, jitter=a.jitter,
                                 quality=a.quality, noise=a.noise, seed=a.seed, workers=a.workers,
-                                force=a.force)
+                                force=a.force, as_downloaded=a.as_downloaded)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
