@@ -161,3 +161,26 @@ def test_bad_specs_and_mismatched_models(tv_resnet18):
         tw.load_model(f"torchvision:{path}", arch="resnet34")
     with pytest.raises(tw.WeightsError, match="1000-class head, this run needs 10"):
         tw.load_model(f"torchvision:{path}", num_classes=10)
+
+
+def test_prune_init_from_takes_the_spec(tv_resnet18, monkeypatch, tmp_path):
+    """The trainer's starting point (repro.engine.init): `prune.init_from=torchvision:resnet18`
+    resolves through the hub cache, loads with torchvision's outputs, and its errors are one-line
+    ConfigErrors raised before the run folder is touched."""
+    from repro.config import ConfigError
+    from repro.engine.init import check_exists, load_init
+    ref, path = tv_resnet18
+    monkeypatch.setitem(tw.V1_FILES, "resnet18", path.name)
+    monkeypatch.setenv("TORCH_HOME", str(path.parents[2]))
+    run_dir = tmp_path / "runs" / "r"
+    check_exists("torchvision:resnet18", run_dir)
+    ours = load_init("torchvision:resnet18", run_dir, "resnet18", 1000).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+    with pytest.raises(ConfigError) as e:
+        check_exists("torchvision:resnet50", run_dir)
+    assert _one_line(e).startswith("prune.init_from: torchvision:resnet50: expected ")
+    with pytest.raises(ConfigError, match="1000-class head, this run needs 10"):
+        load_init("torchvision:resnet18", run_dir, "resnet18", 10)
+    assert not run_dir.exists()

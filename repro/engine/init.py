@@ -4,6 +4,9 @@ Accepted forms:
   run:NAME    a finished run of the same table: the sibling run folder NAME next to this run's
               folder (what the table declarations write, so a run's name and hash never depend
               on where the runs live); its model.pt is loaded.
+  torchvision:ARCH | torchvision:FILE
+              torchvision's released V1 ImageNet weights, from torch's hub cache or that file,
+              verified by the hash in the file name (``repro.models.torchvision_weights``).
   PATH        a finished run folder (its model.pt), a compact-model file, one of our checkpoints,
               or a plain state dict with torchvision's keys (optionally under "state_dict" /
               "model", with DDP's "module." prefixes).
@@ -19,6 +22,7 @@ from repro import rundir
 from repro.config import ConfigError
 from repro.io import dense_state_dict, load_dense_weights, load_torch_file
 from repro.models import DENSE, ChannelSpec, build_model
+from repro.models import torchvision_weights as tv
 
 from .checkpoint import FORMAT as CKPT_FORMAT
 
@@ -27,6 +31,11 @@ RUN_PREFIX = "run:"
 
 def resolve(init_from: str, run_dir: Path) -> Path:
     """The file or folder ``init_from`` names for the run in ``run_dir``."""
+    if tv.is_spec(init_from):
+        try:
+            return tv.resolve(init_from)
+        except tv.WeightsError as e:
+            raise ConfigError(f"prune.init_from: {e}") from None
     if init_from.startswith(RUN_PREFIX):
         name = init_from[len(RUN_PREFIX):]
         if not name or "/" in name or name in (".", ".."):
@@ -39,6 +48,15 @@ def check_exists(init_from: str, run_dir: Path) -> None:
     """Fail before the run folder is touched when the starting point is not there at all."""
     if init_from and not resolve(init_from, run_dir).exists():
         raise ConfigError(f"prune.init_from: {resolve(init_from, run_dir)} does not exist")
+
+
+def _torchvision(init_from: str, arch: str) -> nn.Module:
+    try:
+        model = tv.load_model(init_from, arch=arch)
+    except tv.WeightsError as e:
+        raise ConfigError(f"prune.init_from: {e}") from None
+    model.spec = DENSE
+    return model
 
 
 def _from_payload(path: Path, payload: Any, arch: str, num_classes: int) -> nn.Module:
@@ -61,9 +79,9 @@ def _from_payload(path: Path, payload: Any, arch: str, num_classes: int) -> nn.M
     return model
 
 
-def load_init(init_from: str, run_dir: Path, arch: str, num_classes: int) -> nn.Module:
-    """The starting model named by prune.init_from, as an ``arch`` model with ``.spec``."""
-    path = resolve(init_from, run_dir)
+def _load(init_from: str, path: Path, arch: str, num_classes: int) -> tuple[nn.Module, Path]:
+    if tv.is_spec(init_from):
+        return _torchvision(init_from, arch), path
     if path.is_dir():
         res = rundir.read_result(path)
         if res is None or res.get("status") != "done":
@@ -72,7 +90,12 @@ def load_init(init_from: str, run_dir: Path, arch: str, num_classes: int) -> nn.
         path = path / rundir.MODEL
         if not path.exists():
             raise ConfigError(f"prune.init_from: {path} is missing; the baseline run delivered no model")
-    model = _from_payload(path, load_torch_file(path, "prune.init_from", ConfigError), arch, num_classes)
+    return _from_payload(path, load_torch_file(path, "prune.init_from", ConfigError), arch, num_classes), path
+
+
+def load_init(init_from: str, run_dir: Path, arch: str, num_classes: int) -> nn.Module:
+    """The starting model named by prune.init_from, as an ``arch`` model with ``.spec``."""
+    model, path = _load(init_from, resolve(init_from, run_dir), arch, num_classes)
     if getattr(model, "arch", arch) != arch:
         raise ConfigError(f"prune.init_from: {path} holds a {model.arch}, this run trains a {arch}")
     head = model.fc.out_features

@@ -135,7 +135,7 @@ def verify_hash(path: Path) -> str:
 
 def load_state_dict(spec: str) -> dict[str, torch.Tensor]:
     """The state dict of a verified weights file, with torchvision's keys, on the CPU."""
-    from repro.rundir import dense_state_dict, load_torch_file
+    from repro.io import dense_state_dict, load_torch_file
     path = resolve(spec)
     return dense_state_dict(load_torch_file(path, spec, WeightsError), f"{spec} ({path})", WeightsError)
 
@@ -144,7 +144,7 @@ def load_model(spec: str, arch: str | None = None, num_classes: int | None = Non
     """One of our dense ImageNet ResNets holding the weights `spec` names. `arch`, when given, must
     be the spec's model; the head size follows the file unless `num_classes` asks otherwise."""
     from repro.models import build_model
-    from repro.rundir import load_dense_weights
+    from repro.io import load_dense_weights
     named = arch_of(spec)
     if arch is not None and named != arch and named in V1_FILES:
         raise WeightsError(f"{spec} holds a {named}, this run trains a {arch}")
