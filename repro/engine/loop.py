@@ -7,6 +7,7 @@ below act on it. Rank 0 writes every file of the run folder; every rank runs eve
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,16 +125,39 @@ def build(s: Session, ckpt: dict | None) -> None:
 
 
 # ----------------------------------------------------------------------------- training
+# The divergence rule: a run has diverged when its training loss is NaN/inf, or when the mean
+# training loss of the epoch so far is above EXPLODED x ln(num_classes). ln(C) is the loss of a
+# uniform guess, about where an untrained net starts; a learning run only goes down from there,
+# and even a bad start stays within a few times it (ResNet-101 at 32 px: 2.5-9 per batch), so 10x
+# leaves no doubt. The epoch mean (not one batch) keeps a single bad batch from ending a run.
+EXPLODED = 10.0
+
+
+def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
+    """Why the epoch's sums (``EpochSums.t``: loss x n, top-1, top-5, n) say the run diverged;
+    None when they do not."""
+    t = loss_sum.detach().double().cpu()
+    if not torch.isfinite(t).all():
+        return "training loss became NaN/inf"
+    mean = t[0].item() / t[3].item() if t[3].item() else 0.0
+    limit = EXPLODED * math.log(max(num_classes, 2))
+    if mean > limit:
+        return (f"training loss exploded (epoch mean {mean:.4g} > {EXPLODED:g} x ln({num_classes}) "
+                f"= {limit:.3g})")
+    return None
+
+
 def stop_check(s: Session, loss_sum: torch.Tensor, where: str) -> bool:
-    """Collective: agree on NaN (fail) or a stop signal (checkpoint, then Preempted)."""
-    flags = torch.tensor([0.0 if torch.isfinite(loss_sum).all() else 1.0,
+    """Collective: agree on divergence (fail) or a stop signal (checkpoint, then Preempted)."""
+    why = divergence_reason(loss_sum, s.num_classes)
+    flags = torch.tensor([0.0 if why is None else 1.0,
                           1.0 if s.stop.signum is not None else 0.0], device=s.device)
     if dist.active():
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    nan, stop = flags.tolist()
-    if nan:
-        raise TrainingFailed(f"training loss became NaN/inf {where} (lr {s.lr:g}); stopped, the last "
-                             "good checkpoint is kept - lower optim.lr or check the data")
+    diverged, stop = flags.tolist()
+    if diverged:
+        raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {s.lr:g}); stopped, "
+                             "the last good checkpoint is kept - lower optim.lr or check the data")
     return bool(stop)
 
 
