@@ -129,8 +129,10 @@ def prepare(model: nn.Module, x: torch.Tensor, pipeline: str) -> tuple[Callable,
 
 
 def time_interleaved(runs: dict[str, tuple[Callable, torch.Tensor]], repeats: int, warmup: int = 2,
-                     progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per forward for each entry, measured in alternating rounds (A/B/C, B/C/A, ...)."""
+                     progress: Callable[[str], None] | None = None,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per forward for each entry, measured in alternating rounds (A/B/C, B/C/A, ...).
+    ``sync``: waits for the device (``torch.cuda.synchronize`` on a GPU) before and after each."""
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
@@ -138,8 +140,10 @@ def time_interleaved(runs: dict[str, tuple[Callable, torch.Tensor]], repeats: in
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
                 fn, x = runs[n]
+                sync()
                 t0 = time.perf_counter()
                 fn(x)
+                sync()
                 dt = time.perf_counter() - t0
                 if r >= warmup:
                     times[n].append(dt)

@@ -12,7 +12,10 @@ from repro.config import config_hash, run_name
 from repro.flops import arch_counts, count
 from repro.io import weights_digest
 from repro.models import DENSE
-from repro.prune.compact import save_compact
+from repro.prune.compact import load_compact, save_compact
+
+from . import exact, latency
+from .errors import TrainingFailed
 
 if TYPE_CHECKING:
     from .loop import Session
@@ -26,7 +29,7 @@ def _result_fields(s: "Session", delivered, final: dict) -> dict[str, Any]:
     base = arch_counts(arch, DENSE, res)
     return {
         "val_top1": final["val_top1"], "val_top5": final["val_top5"], "val_loss": final["val_loss"],
-        "val_images": final["val_n"],
+        "val_images": final["val_n"], "num_classes": s.num_classes,
         "train_loss": s.last.get("train_loss"), "train_top1": s.last.get("train_top1"),
         "conv_macs": counts.conv_macs, "baseline_conv_macs": base.conv_macs,
         "flops_reduction": 100.0 * (1 - counts.conv_macs / base.conv_macs),
@@ -40,10 +43,32 @@ def _result_fields(s: "Session", delivered, final: dict) -> dict[str, Any]:
     }
 
 
+def _saved_and_timed(s: "Session", delivered, x) -> tuple[str | None, dict]:
+    """Rank 0: write model.pt, read it back and check that it computes what was evaluated
+    (``exact``), time it against the dense model (``latency``). Returns (the failure reason or
+    None, result fields)."""
+    delivered.spec = getattr(delivered, "spec", DENSE)
+    delivered.arch = s.cfg.model.arch
+    save_compact(s.run_dir / rundir.MODEL, delivered)
+    saved = s.precision.on_device(load_compact(s.run_dir / rundir.MODEL), s.device)
+    _diff, rel = exact.compare(delivered, saved, x)
+    if not rel <= exact.TOLERANCE:
+        (s.run_dir / rundir.MODEL).unlink()  # a failed run delivers nothing; its checkpoint stays
+        return (f"exactness check failed: model.pt read back vs the evaluated model: max|Δ|/max|out| = "
+                f"{rel:.3g} > {exact.TOLERANCE:g}; the run is not done"), {}
+    try:
+        timing = latency.measure(delivered, s.cfg.model.arch, s.num_classes, s.device, s.precision,
+                                 s.cfg.data.resolution)
+    except Exception as e:  # noqa: BLE001 - a measurement, not the result: recorded, never fatal
+        log.warning("latency not measured: %s: %s", type(e).__name__, e)
+        timing = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
+    return None, {"saved_rel_diff": rel, "latency": timing}
+
+
 def finish(s: "Session") -> dict:
     model = dist.revert_sync_bn(s.model).eval()
     dist.broadcast_buffers_(model)  # before the digest check and whatever the method does to it
-    delivered, fields = s.method.deliver(s.context(), model, s.last)
+    delivered, fields = s.method.deliver(s.context(), model, s.last)  # raises if not exact
     # DDP keeps replicas equal by construction; verify it, since a silent divergence (e.g. a
     # rank-local mask) would make the saved rank-0 model unrepresentative.
     digests = dist.gather_objects(weights_digest(model))
@@ -52,10 +77,15 @@ def finish(s: "Session") -> dict:
     final = s.context().evaluate(delivered)
     result: dict[str, Any] = {"status": "done", "reason": "", **fields, "rank_weight_sha256": digests,
                               **_result_fields(s, delivered, final)}
+    failure, extra = None, {}
     if s.is_main:
-        delivered.spec = getattr(delivered, "spec", DENSE)
-        delivered.arch = s.cfg.model.arch
-        save_compact(s.run_dir / rundir.MODEL, delivered)
+        x = s.precision.prep(next(iter(s.loaders.val.iterate()))[0])
+        failure, extra = _saved_and_timed(s, delivered, x)
+    failure = dist.broadcast_object(failure)
+    if failure is not None:
+        raise TrainingFailed(failure)  # the checkpoint stays; result.json says failed
+    result.update(extra)
+    if s.is_main:
         s.wandb.summary({k: v for k, v in result.items() if k != "spec"})
         rundir.write_result(s.run_dir, result)  # last: its presence means done
     dist.barrier()

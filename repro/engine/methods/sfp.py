@@ -7,13 +7,13 @@ exactness rule (``repro.prune.hard``), compacted, and its evaluation is the run'
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from repro.prune.compact import build_compact
 from repro.prune.hard import hard_prune
 from repro.prune.sfp import SoftFilterPruner
 
+from .. import exact
 from .base import Context, Dense
 
 
@@ -44,8 +44,9 @@ class Sfp(Dense):
         hard_prune(model, self.cfg.model.arch, kept)
         dense = ctx.evaluate(model)
         compact = build_compact(model, self.cfg.model.arch, kept).eval()
-        with torch.no_grad():
-            x = next(iter(ctx.loaders.val.iterate()))[0]
-            diff = (model(ctx.prep(x)).float() - compact(ctx.prep(x)).float()).abs().max().item()
-        return compact, {"soft_val_top1": last.get("val_top1"), "dense_val_top1": dense["val_top1"], "dense_val_top5": dense["val_top5"],
-                         "compact_max_abs_diff": diff}
+        x = ctx.prep(next(iter(ctx.loaders.val.iterate()))[0])
+        # the delivered model must be the function that was hard-pruned: not done otherwise
+        diff, rel = exact.check("compact model vs the hard-pruned model", model, compact, x)
+        return compact, {"soft_val_top1": last.get("val_top1"), "dense_val_top1": dense["val_top1"],
+                         "dense_val_top5": dense["val_top5"], "compact_max_abs_diff": diff,
+                         "compact_rel_diff": rel}
