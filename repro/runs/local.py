@@ -7,6 +7,7 @@ process, so one at a time.)
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -70,6 +71,13 @@ def _loop(c: Cluster, p: Plan, cluster: str, waiting: list[Planned], running: li
 
 def run_locally(c: Cluster, p: Plan, cluster: str, local_jobs: int) -> None:
     from tqdm import tqdm
+    # A local job gets --cpus-per-task threads, as SLURM's CPU binding gives a SLURM task: torch
+    # otherwise starts one OpenMP thread per core in every job, and two jobs on two cores spin
+    # against each other (a ResNet-18 smoke run: 144 s instead of 14 s). The jobs inherit this
+    # process's environment when they are started; a value the user set is left alone.
+    own_threads = cluster == "local" and "OMP_NUM_THREADS" not in os.environ
+    if own_threads:
+        os.environ["OMP_NUM_THREADS"] = str(c.cpus_per_task)
     waiting = [pl for pl in p.runs if pl.submit]
     slots = 1 if cluster == "debug" else max(1, local_jobs)
     running: list[tuple[Planned, Any]] = []
@@ -82,3 +90,5 @@ def run_locally(c: Cluster, p: Plan, cluster: str, local_jobs: int) -> None:
         raise
     finally:
         bar.close()
+        if own_threads:
+            del os.environ["OMP_NUM_THREADS"]
