@@ -9,9 +9,13 @@ from repro.papers import recipes
 from repro.papers.spec import Row, TableSpec, paper
 
 BASE = {"data.name": "cifar10", **recipes.CIFAR}
-SMOKE = {"data.batch_size": 32, "data.workers": 1, "schedule.epochs": 1, "schedule.warmup_epochs": 0,
-         "schedule.milestones": (), "log.wandb": "disabled"}
-SMOKE_DATA = {"kind": "cifar10", "train": 128, "val": 64}
+# Miniature: a CIFAR-10-layout stand-in whose class templates carry their class's own hue, 640
+# training and 320 validation images (a chance-level cell is told apart from a learned one), 3
+# epochs of 20 steps at a constant lr 0.01: ResNet-110 at lr 0.05 blows up in its first epoch
+# (loss 4.5 -> 16, measured), at 0.01 it reaches ~75% top-1 in 60 steps. W&B off.
+SMOKE = {"data.batch_size": 32, "data.workers": 1, "schedule.epochs": 3, "schedule.warmup_epochs": 0,
+         "schedule.milestones": (), "optim.lr": 0.01, "log.wandb": "disabled"}
+SMOKE_DATA = {"kind": "cifar10", "train": 640, "val": 320, "class_colour": 0.5}
 
 FPGM, SB = "FPGM-T1", "SB"
 SB_DROP = "difference of the two transcribed values"
