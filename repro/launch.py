@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from repro.papers import load_table
+from repro.papers import PROTOCOLS, load_table
 from repro.papers.spec import TableSpec
 from repro.runs import checks
 from repro.runs.errors import LaunchError
@@ -81,6 +81,13 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true",
                     help="the same table in miniature on generated data in the real layout "
                          "(real writer, loader, trainer, launcher); not comparable to the paper")
+    if spec is not None and spec.name in PROTOCOLS:
+        ap.add_argument("--protocol", choices=list(PROTOCOLS[spec.name]), default="paper",
+                        help="which protocol to reproduce (each has its own run folders and table): "
+                             "paper = baselines from scratch as the paper describes; official-code = "
+                             "every run starts from torchvision's released weights, as the authors' "
+                             "scripts do; torchvision-eval = those weights evaluated as the baseline, no "
+                             "baseline training (see repro/papers/sfp_table2.py)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and a GPU-hours estimate; submit nothing")
     ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
                     help="only runs whose key matches this glob (e.g. 'resnet18/*'), plus the baselines "
@@ -130,6 +137,7 @@ def _defaults(args) -> Cluster:
 
 
 def _dry_run(spec: TableSpec, args) -> int:
+    from repro.config import ConfigError
     from repro.data.errors import DataError
     data_dir = Path(args.data).resolve() if args.data else None
     if data_dir is None and not args.smoke:
@@ -137,10 +145,12 @@ def _dry_run(spec: TableSpec, args) -> int:
     p = plan(spec, Path(args.root), smoke=args.smoke, data_dir=data_dir, only=args.only,
              retry_failed=args.retry_failed)
     print_plan(p)
-    try:
-        checks.check_data_for(p)
-    except DataError as e:  # a plan is still useful before the data is converted
-        print(f"note: the data is not ready: {e}")
+    for check, what in ((checks.check_data_for, "the data is not ready"),
+                        (checks.check_starting_points, "a starting point is missing")):
+        try:
+            check(p)
+        except (DataError, ConfigError) as e:  # a plan is still useful before everything is in place
+            print(f"note: {what}: {e}")
     return 0
 
 
@@ -157,6 +167,7 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
              only=args.only, retry_failed=args.retry_failed, record=True)
     checks.check_folders(p)
     checks.check_data_for(p)
+    checks.check_starting_points(p)
     return p, data_dir, raw_dir
 
 
@@ -200,6 +211,12 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         spec = load_table(spec)
     args = build_parser(spec, prog or f"launch/{spec.name}.py").parse_args(argv)
     try:
+        if getattr(args, "protocol", "paper") != "paper":
+            if args.smoke:
+                raise LaunchError(f"--smoke runs the paper protocol only: --protocol {args.protocol} starts "
+                                  "from torchvision's 1000-class ImageNet weights, which the miniature data "
+                                  "cannot use")
+            spec = load_table(PROTOCOLS[spec.name][args.protocol])
         c = _defaults(args)
         # --smoke is meant to run here, with no SLURM; an explicit --cluster slurm still works
         cluster = checks.resolve_cluster("local" if (args.smoke and args.cluster == "auto") else args.cluster)

@@ -85,7 +85,8 @@ class OptimConfig(_Section):
 @dataclass(frozen=True)
 class ScheduleConfig(_Section):
     _prefix = "schedule."
-    epochs: int = key(CIFAR["schedule.epochs"], "training epochs (SNF: fine-tuning epochs are prune.finetune_epochs)")
+    epochs: int = key(CIFAR["schedule.epochs"], "training epochs (SNF: fine-tuning epochs are prune.finetune_epochs; "
+                                                "0: evaluate the prune.init_from model as it is)")
     warmup_epochs: int = key(CIFAR["schedule.warmup_epochs"], "epochs at warmup_lr before the peak lr")
     warmup_lr: float = key(CIFAR["schedule.warmup_lr"], "learning rate during warm-up")
     milestones: tuple[int, ...] = key(CIFAR["schedule.milestones"], "epochs at which the lr is multiplied by gamma")
@@ -95,7 +96,8 @@ class ScheduleConfig(_Section):
     val_batches: int = key(0, "evaluate on this many validation batches per rank (0 = all; smoke tests only)")
 
     def validate(self):
-        check(self.epochs >= 1, "schedule.epochs", "must be >= 1", self.epochs)
+        check(self.epochs >= 0, "schedule.epochs", "must be >= 1 (or 0: only evaluate the prune.init_from model)",
+              self.epochs)
         check(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
         check(self.warmup_lr > 0, "schedule.warmup_lr", "must be > 0", self.warmup_lr)
         check(self.gamma > 0, "schedule.gamma", "must be > 0", self.gamma)
@@ -191,6 +193,9 @@ class Config(_Section):
     def validate(self):
         from repro.models import check_resolution
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        if self.schedule.epochs == 0:  # an evaluation-only run: nothing to train, something to evaluate
+            check(self.prune.method == "none" and self.prune.init_from != "", "schedule.epochs",
+                  "0 only evaluates a starting model: needs prune.method=none and prune.init_from", 0)
         try:
             check_resolution(self.model.arch, self.data.resolution)
         except ValueError as e:

@@ -2,7 +2,19 @@
 pre-trained baseline, one run each (as the paper). Every paper number here is written once, with
 its source (``repro.papers.sources``; docs/papers.md).
 
-Entry point: ``python launch/table2.py`` (or ``python -m repro.launch table2``).
+Three protocols, each its own table (own run folders, own names and hashes):
+  paper             (table2) what the paper says: baselines trained from scratch for 100 epochs;
+                    the pre-trained rows start from them at one tenth of the learning rate.
+  official-code     (table2_official) what the authors' ImageNet scripts did: every run starts
+                    from torchvision's released V1 weights (pruning_train.py loads them whatever
+                    its flag says): the baseline is those weights retrained 100 epochs at lr 0.1,
+                    SFP "scratch" is SFP from them at lr 0.1 (pruning_train.py), SFP "pre-trained"
+                    SFP from them at lr 0.01 (the prune-pretrain scripts).
+  torchvision-eval  (table2_tveval) the cheap variant: the baseline is torchvision's weights
+                    evaluated as they are (zero GPU-hours) and the pre-trained rows start from them;
+                    no scratch rows (they would be the paper protocol's runs again).
+
+Entry point: ``python launch/table2.py [--protocol P]`` (or ``python -m repro.launch table2``).
 """
 from repro.papers import recipes
 from repro.papers.spec import Row, TableSpec, paper, unconfirmed
@@ -47,20 +59,44 @@ def _r101() -> dict:
     return cells
 
 
-def rows() -> tuple[Row, ...]:
+# What each protocol changes in a row's config: the baseline row, the scratch row (``None``: no
+# scratch row), the pre-trained row (``None``: it starts from the baseline row's run, as in the paper).
+TORCHVISION = "torchvision:{arch}"
+FULL_LR = {"prune.init_lr_scale": 1.0}  # the official scripts' lr 0.1 from torchvision's weights
+PROTOCOLS = {
+    "paper": ("table2", {}, {}, None),
+    "official-code": ("table2_official", {"prune.init_from": TORCHVISION, **FULL_LR},
+                      {"prune.init_from": TORCHVISION, **FULL_LR}, {"prune.init_from": TORCHVISION}),
+    "torchvision-eval": ("table2_tveval", {"prune.init_from": TORCHVISION, "schedule.epochs": 0}, None, None),
+}
+VARIANT_NAMES = {"paper": ("baseline", "SFP 30% scratch", "SFP 30% pre-trained"),
+                 "official-code": ("baseline (torchvision + 100 ep)", "SFP 30% from torchvision, lr 0.1",
+                                   "SFP 30% from torchvision, lr 0.01"),
+                 "torchvision-eval": ("baseline (torchvision, evaluated)", "",
+                                      "SFP 30% pre-trained (from torchvision)")}
+
+
+def _with_arch(extra: dict, arch: str) -> dict:
+    return {k: v.format(arch=arch) if isinstance(v, str) else v for k, v in extra.items()}
+
+
+def rows(protocol: str = "paper") -> tuple[Row, ...]:
+    _name, base_x, scratch_x, pre_x = PROTOCOLS[protocol]
+    v_base, v_scratch, v_pre = VARIANT_NAMES[protocol]
     out = []
     for arch, (b1, b5, bsrc) in BASELINES.items():
         model = "ResNet-" + arch[len("resnet"):]
         base = f"{arch}/baseline"
         sfp = {"model.arch": arch, "prune.method": "sfp", "prune.rate": RATE}
-        out.append(Row(base, model, "baseline", {"model.arch": arch},
+        out.append(Row(base, model, v_base, {"model.arch": arch, **_with_arch(base_x, arch)},
                        paper={"top1": paper(b1, source=bsrc), "top5": paper(b5, source=bsrc)}))
         if arch in SCRATCH:
             scratch, flops = _pruned(SCRATCH[arch], FPGM), paper(SCRATCH[arch][4], source=FPGM)
         else:
             scratch, flops = _r101(), paper(R101_FLOPS, source=SB)
-        out.append(Row(f"{arch}/sfp-scratch", model, "SFP 30% scratch", sfp, paper=scratch, baseline=base,
-                       prune_rate=RATE, flops_paper=flops))
+        if scratch_x is not None:
+            out.append(Row(f"{arch}/sfp-scratch", model, v_scratch, {**sfp, **_with_arch(scratch_x, arch)},
+                           paper=scratch, baseline=base, prune_rate=RATE, flops_paper=flops))
         if arch == "resnet50":
             pre, pre_flops = _pruned(R50_PRETRAINED, FPGM, R50_CAVEAT), paper(R50_PRETRAINED[4], source=FPGM)
         elif arch == "resnet101":
@@ -68,24 +104,47 @@ def rows() -> tuple[Row, ...]:
         else:
             pre = {m: unconfirmed(NO_SOURCE) for m in ("top1", "top5", "top1_drop", "top5_drop")}
             pre_flops = unconfirmed(NO_SOURCE)
-        out.append(Row(f"{arch}/sfp-pretrained", model, "SFP 30% pre-trained", sfp, paper=pre, baseline=base,
-                       init_from=base, prune_rate=RATE, flops_paper=pre_flops))
+        out.append(Row(f"{arch}/sfp-pretrained", model, v_pre, {**sfp, **_with_arch(pre_x or {}, arch)},
+                       paper=pre, baseline=base, init_from=None if pre_x else base, prune_rate=RATE,
+                       flops_paper=pre_flops))
     return tuple(out)
 
 
-TABLE = TableSpec(
-    name="table2",
-    title="SFP, ImageNet (ResNet-18/34/50/101, 30% of filters per layer)",
-    source="He et al., Soft Filter Pruning, IJCAI 2018, Table 2 (values as reprinted or transcribed; see sources)",
-    dataset="imagenet",
-    rows=rows(),
-    seeds=(0,),
-    base=BASE, smoke=SMOKE, smoke_data=SMOKE_DATA,
-    metrics=("top1", "top5", "top1_drop", "top5_drop"),
-    notes=(
-        "The paper's ImageNet FLOPs column cannot be reproduced by one correct count "
-        "(docs/papers.md): the 'float conv.' column is the paper's convention counted correctly, "
-        "'!' marks where it differs from the printed value by more than 0.05 points.",
-        "The paper reports one run per model; so does this table (seed 0).",
-    ),
-)
+PROTOCOL_NOTES = {
+    "paper": "Protocol 'paper': baselines trained from scratch for 100 epochs; the pre-trained rows start "
+             "from them at one tenth of the learning rate (what the paper describes).",
+    "official-code": "Protocol 'official-code': every run starts from torchvision's released V1 weights, as "
+                     "the authors' ImageNet scripts do; the baseline is those weights retrained 100 epochs "
+                     "(lr 0.1), SFP 'scratch' is SFP from them at lr 0.1, SFP 'pre-trained' at lr 0.01.",
+    "torchvision-eval": "Protocol 'torchvision-eval': the baseline is torchvision's released V1 weights "
+                        "evaluated as they are (no training; not the paper's 100-epoch retraining, so its "
+                        "baseline cells are not expected to match); the pre-trained rows start from them; "
+                        "the from-scratch rows are those of protocol 'paper'.",
+}
+
+
+def table(protocol: str = "paper") -> TableSpec:
+    name = PROTOCOLS[protocol][0]
+    return TableSpec(
+        name=name,
+        title=f"SFP, ImageNet (ResNet-18/34/50/101, 30% of filters per layer), protocol: {protocol}",
+        source="He et al., Soft Filter Pruning, IJCAI 2018, Table 2 (values as reprinted or transcribed; see sources)",
+        dataset="imagenet",
+        rows=rows(protocol),
+        seeds=(0,),
+        base=BASE, smoke=SMOKE, smoke_data=SMOKE_DATA,
+        metrics=("top1", "top5", "top1_drop", "top5_drop"),
+        notes=(
+            PROTOCOL_NOTES[protocol],
+            "The paper's ImageNet FLOPs column cannot be reproduced by one correct count "
+            "(docs/papers.md): the 'float conv.' column is the paper's convention counted correctly, "
+            "'!' marks where it differs from the printed value by more than 0.05 points.",
+            "The paper reports one run per model; so does this table (seed 0).",
+        ),
+        protocol=protocol,
+    )
+
+
+TABLE = table("paper")
+OFFICIAL = table("official-code")
+TVEVAL = table("torchvision-eval")

@@ -115,6 +115,7 @@ class TableSpec:
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
     smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
+    protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOLS)
 
     def __post_init__(self):
         keys = [r.key for r in self.rows]

@@ -36,6 +36,16 @@ def check_data_for(p: Plan) -> None:
                 check_data(d)  # DataError: one line that says how to convert the data
 
 
+def check_starting_points(p: Plan) -> None:
+    """A run to be submitted that starts from a file (e.g. torchvision's released weights) finds it
+    here, before a job fails on a compute node; a baseline run of the table is checked by the plan."""
+    from repro.engine.init import RUN_PREFIX, check_exists
+    for pl in p.runs:
+        init = pl.cfg.prune.init_from
+        if pl.submit and init and not init.startswith(RUN_PREFIX):
+            check_exists(init, pl.run_dir)  # ConfigError: one line that says where the file goes
+
+
 def check_folders(p: Plan) -> None:
     """A run folder that holds another run's config is refused before anything is submitted."""
     for pl in p.runs:
