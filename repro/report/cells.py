@@ -177,9 +177,12 @@ def _latency_note(rows: list[RowResult]) -> str | None:
     settings = list(dict.fromkeys(s for rr in rows for s in rr.latency_settings))
     if not settings:
         return None
-    text = "; ".join(f"device {d}, batch {b}, {t} thread{'s' if t != 1 else ''}, {p}, {r} px, {n} repeats"
-                     for d, b, t, p, r, n in settings)
-    return f"Speed-up measured on: {text}."
+    def one(d, b, t, p, r, n) -> str:  # a key a run did not record is left out, never guessed
+        parts = [f"device {d}" if d is not None else "", f"batch {b}" if b is not None else "",
+                 f"{t} thread{'s' if t != 1 else ''}" if t is not None else "", str(p) if p is not None else "",
+                 f"{r} px" if r is not None else "", f"{n} repeats" if n is not None else ""]
+        return ", ".join(x for x in parts if x) or "settings not recorded"
+    return f"Speed-up measured on: {'; '.join(one(*s) for s in settings)}."
 
 
 def notes(spec: TableSpec, rows: list[RowResult]) -> list[str]:
