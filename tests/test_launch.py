@@ -151,17 +151,65 @@ def test_table_declarations_are_checked():
         PaperValue(None)
 
 
-def test_paper_values_match_papers_md():
+def test_paper_values_match_the_sources():
+    """Spot checks against the documents (docs/papers.md lists every number with its source)."""
     t2 = load_table("table2")
     r50 = t2.row("resnet50/sfp-scratch")
     assert (r50.paper["top1"].value, r50.paper["top5"].value, r50.flops_paper.value) == (74.61, 92.06, 41.8)
-    assert r50.paper["top1_drop"].value == 1.54
-    r101 = t2.row("resnet101/sfp-scratch")
-    assert not r101.paper["top1"].confirmed and r101.paper["top1"].value is None  # never guessed
+    assert r50.paper["top1_drop"].value == 1.54 and r50.paper["top1"].source == "FPGM-T2"
+    pre = t2.row("resnet50/sfp-pretrained")  # FPGM's 'Fine-tune?' row, with its caveat
+    assert [pre.paper[m].value for m in ("top1", "top5", "top1_drop", "top5_drop")] == [62.14, 84.60, 14.01, 8.27]
+    assert "protocol" in pre.paper["top1"].caveat and pre.init_from == "resnet50/baseline"
+    for key in ("resnet101/sfp-scratch", "resnet101/sfp-pretrained"):  # two rows [SB] assigns to neither
+        top1 = t2.row(key).paper["top1"]
+        assert not top1.confirmed and top1.value is None and top1.candidates == (77.03, 77.51)
+        assert t2.row(key).paper["top5"].candidates == (93.46, 93.71)
     assert all(not pv.confirmed for pv in t2.row("resnet18/sfp-pretrained").paper.values())
     t1 = load_table("table1")
-    assert t1.row("resnet56/sfp40").paper["top1"] == PaperValue(92.26, 0.31)
+    assert t1.row("resnet56/sfp40").paper["top1"] == PaperValue(92.26, 0.31, source="FPGM-T1")
+    r32 = t1.row("resnet32/sfp30").paper["top1"]  # FPGM's reprint wins over ShrinkBench's slip
+    assert (r32.value, r32.source) == (92.08, "FPGM-T1") and "90.08" in r32.caveat
     snf = load_table("snf_cifar")
     assert snf.row("resnet56/snf52.94").paper["top1_drop"].value == -0.14
     assert snf.row("resnet110/snf68.68").flops_target == 68.68
     assert unconfirmed("x").value is None
+
+
+def test_table1_is_the_papers_full_cifar_table():
+    """ResNet-20/32/56/110: baseline, SFP from scratch at 10/20/30% (+40% for ResNet-56), the rows from
+    pre-trained baselines a source prints (ResNet-56 at 30/40%, ResNet-110 at 30%); 3 seeds each."""
+    t1 = load_table("table1")
+    rates = {}
+    for r in t1.rows:
+        rates.setdefault(r.arch, []).append((round(r.prune_rate * 100), r.init_from is not None))
+    assert rates == {
+        "resnet20": [(0, False), (10, False), (20, False), (30, False)],
+        "resnet32": [(0, False), (10, False), (20, False), (30, False)],
+        "resnet56": [(0, False), (10, False), (20, False), (30, False), (40, False), (30, True), (40, True)],
+        "resnet110": [(0, False), (10, False), (20, False), (30, False), (30, True)]}
+    assert t1.seeds == (0, 1, 2) and t1.paper_runs == 3 and len(t1.runs()) == 60
+    for r in t1.rows:
+        assert r.paper["top1"].confirmed and r.paper["top1"].std is not None and r.paper["top1"].source
+        if r.prune_rate:  # every pruned row: a printed FLOPs reduction and a drop, each with its source
+            assert r.flops_paper.confirmed and r.flops_paper.source and r.paper["top1_drop"].source
+            assert r.baseline == f"{r.arch}/baseline"
+            assert r.init_from in (None, r.baseline)
+    # the [SB] rates are inferred from the printed FLOPs: they must equal the float convention's values
+    from repro.flops import paper_reduction
+    for r in t1.rows:
+        if r.prune_rate:
+            assert round(paper_reduction(r.arch, r.prune_rate), 1) == r.flops_paper.value, r.key
+
+
+def test_a_paper_number_without_a_known_source_is_refused():
+    t1 = load_table("table1")
+    row = t1.rows[0]
+    with pytest.raises(ValueError, match="needs its source"):
+        PaperValue(92.2, 0.18)
+    bad = dataclasses.replace(row, key="x/baseline", paper={"top1": PaperValue(92.2, source="nowhere")})
+    with pytest.raises(ValueError, match="unknown source 'nowhere'"):
+        dataclasses.replace(t1, rows=t1.rows + (bad,))
+    with pytest.raises(ValueError, match="paper_runs must say"):  # Welch's test needs the paper's n
+        dataclasses.replace(t1, paper_runs=None)
+    with pytest.raises(ValueError, match="candidates belong to an unconfirmed cell"):
+        PaperValue(1.0, source="SB", candidates=(1.0, 2.0))

@@ -1,5 +1,5 @@
 """SFP (IJCAI 2018), ImageNet: ResNet-18/34/50/101 — baseline, SFP 30% from scratch, SFP 30% from a
-pre-trained baseline, one run each (as the paper). Every paper number here is written once, with
+pre-trained baseline, one run each (the sources print single numbers). Every paper number here is written once, with
 its source (``repro.papers.sources``; docs/papers.md).
 
 Three protocols, each its own table (own run folders, own names and hashes):
@@ -38,10 +38,12 @@ BASELINES = {"resnet18": (70.28, 89.63, FPGM), "resnet34": (73.92, 91.62, FPGM),
 SCRATCH = {"resnet18": (67.10, 87.78, 3.18, 1.85, 41.8), "resnet34": (71.83, 90.33, 2.09, 1.29, 41.1),
            "resnet50": (74.61, 92.06, 1.54, 0.81, 41.8)}
 R101_FLOPS = 42.2
-# [SB] prints two ResNet-101 rows at 30% and labels neither as scratch or pre-trained.
+# [SB] prints two ResNet-101 rows at 30% and labels neither as scratch or pre-trained: (top-1, top-5).
+R101_ROWS = ((77.03, 93.46), (77.51, 93.71))
 R101_UNASSIGNED = ("ShrinkBench transcribes two ResNet-101 rows at 30% without saying which is from scratch "
-                   "and which from pre-trained: 77.03 / 93.46 and 77.51 / 93.71 (top-1 / top-5)")
-R101_ABSTRACT = "abstract: '+0.2% top-5' (variant not stated)"
+                   "and which from pre-trained; both are shown, assigned to neither")
+R101_DROP = "not printed: the transcribed baseline minus each transcribed row"
+R101_ABSTRACT = "abstract: '+0.2% top-5' on ResNet-101 (variant not stated)"
 # FPGM's "Fine-tune?" block: ResNet-50 started from a pre-trained model.
 R50_PRETRAINED = (62.14, 84.60, 14.01, 8.27, 41.8)
 R50_CAVEAT = "the protocol behind this row is not stated in any source here; far below the scratch row"
@@ -54,9 +56,13 @@ def _pruned(values, source: str, caveat: str = "") -> dict:
 
 
 def _r101() -> dict:
-    cells = {m: unconfirmed(R101_UNASSIGNED, source=SB) for m in ("top1", "top5", "top1_drop")}
-    cells["top5_drop"] = unconfirmed(R101_ABSTRACT, value=-0.2, source="SFP-abs")
-    return cells
+    base1 = BASELINES["resnet101"][0]
+    top1, top5 = (tuple(r[i] for r in R101_ROWS) for i in (0, 1))
+    return {"top1": unconfirmed(R101_UNASSIGNED, source=SB, candidates=top1),
+            "top5": unconfirmed(R101_UNASSIGNED, source=SB, candidates=top5),
+            "top1_drop": unconfirmed(R101_UNASSIGNED, source=SB, caveat=R101_DROP,
+                                     candidates=tuple(round(base1 - t, 2) for t in top1)),
+            "top5_drop": unconfirmed(R101_ABSTRACT, value=-0.2, source="SFP-abs")}
 
 
 # What each protocol changes in a row's config: the baseline row, the scratch row (``None``: no
@@ -139,7 +145,7 @@ def table(protocol: str = "paper") -> TableSpec:
             "The paper's ImageNet FLOPs column cannot be reproduced by one correct count "
             "(docs/papers.md): the 'float conv.' column is the paper's convention counted correctly, "
             "'!' marks where it differs from the printed value by more than 0.05 points.",
-            "The paper reports one run per model; so does this table (seed 0).",
+            "The sources print single ImageNet numbers (no std, no run count); this table runs one seed (0).",
         ),
         protocol=protocol,
     )

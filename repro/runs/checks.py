@@ -37,13 +37,14 @@ def check_data_for(p: Plan) -> None:
 
 
 def check_starting_points(p: Plan) -> None:
-    """A run to be submitted that starts from a file (e.g. torchvision's released weights) finds it
-    here, before a job fails on a compute node; a baseline run of the table is checked by the plan."""
-    from repro.engine.init import RUN_PREFIX, check_exists
+    """A run to be submitted that starts from torchvision's released weights finds them here, before
+    a job fails on a compute node (the weights are the one starting point a table names that lives
+    outside the table; a baseline run of the table is checked by the plan)."""
+    from repro.engine.init import check_exists
+    from repro.models.torchvision_weights import is_spec
     for pl in p.runs:
-        init = pl.cfg.prune.init_from
-        if pl.submit and init and not init.startswith(RUN_PREFIX):
-            check_exists(init, pl.run_dir)  # ConfigError: one line that says where the file goes
+        if pl.submit and is_spec(pl.cfg.prune.init_from):
+            check_exists(pl.cfg.prune.init_from, pl.run_dir)  # ConfigError: where the file goes, how to get it
 
 
 def check_folders(p: Plan) -> None:
