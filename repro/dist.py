@@ -149,13 +149,17 @@ def pick_device(requested: str, d: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
-def init(d: DistEnv, device: torch.device, timeout_s: int = 1800) -> None:
-    """Join the process group (no-op for one process)."""
-    if not d.distributed or tdist.is_initialized():
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init(d: DistEnv, device: torch.device, timeout_s: int = 1800, *, single: bool = False) -> None:
+    """Join the process group (no-op for one process, unless ``single``: the GPU check joins a
+    one-process group to prove the backend works)."""
+    if not (d.distributed or single) or tdist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    tdist.init_process_group(backend, init_method=f"tcp://{d.master_addr}:{d.master_port}", rank=d.rank,
-                             world_size=d.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+    tdist.init_process_group(backend_for(device), init_method=f"tcp://{d.master_addr}:{d.master_port}",
+                             rank=d.rank, world_size=d.world_size, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def teardown() -> None:
