@@ -135,7 +135,8 @@ def _defaults(args, spec: TableSpec) -> Cluster:
     gpus = (0 if smoke else checks.paper_gpus(spec) or 1) if args.gpus_per_node is None else args.gpus_per_node
     return Cluster(nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=args.tasks_per_node,
                    cpus_per_task=args.cpus_per_task or (1 if smoke else 8), mem_gb=args.mem_gb,
-                   partition=args.partition, cpu_partition=args.cpu_partition, account=args.account, time_min=args.time or (30 if smoke else 1440),
+                   partition=args.partition, cpu_partition=args.cpu_partition, account=args.account,
+                   time_min=args.time or (30 if smoke else 1440),
                    slurm_args=tuple(args.slurm_arg), array_parallelism=args.array_parallelism,
                    max_requeue=args.max_requeue, signal_delay_s=args.signal_delay)
 
