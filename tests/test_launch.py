@@ -135,7 +135,8 @@ def test_help_tells_the_flags():
     out = _script("table2", "--help")
     assert out.returncode == 0
     for flag in ("--cluster {auto,slurm,local,debug}", "--root", "--dry-run", "--smoke", "--nodes",
-                 "--gpus-per-node", "--partition", "--time", "--account", "--retry-failed"):
+                 "--gpus-per-node", "--partition", "--time", "--account", "--retry-failed", "--cpu-partition",
+                 "--mem-gb", "--allow-other-layout"):
         assert flag in out.stdout, flag
 
 
@@ -213,3 +214,72 @@ def test_a_paper_number_without_a_known_source_is_refused():
         dataclasses.replace(t1, paper_runs=None)
     with pytest.raises(ValueError, match="candidates belong to an unconfirmed cell"):
         PaperValue(1.0, source="SB", candidates=(1.0, 2.0))
+
+
+# ---------------------------------------------------------------------------- layout and resources
+def test_table2_defaults_to_the_papers_layout_and_states_the_per_gpu_batch(tmp_path, capsys):
+    spec = load_table("table2")
+    assert _main(spec, "--dry-run", "--root", str(tmp_path / "runs")) == 0
+    out = capsys.readouterr().out
+    assert "layout: 8 process(es) per run; global batch 256 -> 32 per process" in out
+    assert "the paper: 8 GPUs, 256 -> 32 per GPU" in out and "WARNING" not in out
+
+
+def test_two_nodes_of_eight_gpus_warn_in_a_dry_run_and_are_refused_at_launch(tmp_path, capsys):
+    spec = load_table("table2")
+    root = tmp_path / "runs"
+    out = _script("table2", "--dry-run", "--nodes", "2", "--gpus-per-node", "8", "--root", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "layout: 16 process(es) per run; global batch 256 -> 16 per process" in out.stdout
+    assert "WARNING: the per-GPU batch departs from the paper's (16 instead of 32" in out.stdout
+    assert "a launch is refused without it" in out.stdout
+    # a launch (one node of 16 GPUs here, no SLURM needed) is refused before anything is created
+    assert _main(spec, "--cluster", "local", "--gpus-per-node", "16", "--root", str(root)) == 2
+    assert "error: the per-GPU batch departs from the paper's (16 instead of 32" in capsys.readouterr().err
+    assert not root.exists()
+    # ... unless asked for; then it goes on (here to the missing data)
+    assert _main(spec, "--cluster", "local", "--gpus-per-node", "16", "--allow-other-layout", "--root", str(root),
+                 "--data", str(tmp_path / "nowhere")) == 2
+    err = capsys.readouterr().err
+    assert "python -m repro.data.write" in err and "departs" not in err
+
+
+@pytest.mark.parametrize("argv", [["--gpus-per-node", "3"], ["--nodes", "3", "--gpus-per-node", "8", "--dry-run"],
+                                  ["--smoke", "--tasks-per-node", "3"]])
+def test_a_global_batch_that_does_not_divide_is_refused_before_anything_is_submitted(argv, tmp_path, capsys):
+    root = tmp_path / "runs"
+    assert _main(load_table("table2"), *argv, "--cluster", "local" if "--nodes" not in argv else "auto",
+                 "--root", str(root)) == 2
+    err = capsys.readouterr().err
+    assert "does not divide by the" in err and "processes of a run" in err
+    assert not root.exists()
+
+
+def test_executor_parameters_memory_gpus_and_partitions():
+    from repro.runs.submit import PER_TASK_GB, Cluster, executor_params, memory_request_gb
+    c = Cluster(nodes=1, gpus_per_node=8, partition="gpu", cpu_partition="cpu")
+    run = executor_params(c, "slurm", name="t")
+    assert (run["tasks_per_node"], run["gpus_per_node"], run["slurm_partition"]) == (8, 8, "gpu")
+    assert "mem_gb" not in run and "gpus_per_task" not in run  # every task sees the node's GPUs (NCCL IPC)
+    assert executor_params(Cluster(mem_gb=0), "slurm", name="t")["mem_gb"] == 0  # whole node, not dropped
+    assert executor_params(Cluster(mem_gb=300), "slurm", name="t")["mem_gb"] == 300
+    table = executor_params(c, "slurm", name="t", small=True)
+    assert (table["slurm_partition"], table["tasks_per_node"], table["cpus_per_task"]) == ("cpu", 1, 1)
+    assert "gpus_per_node" not in table and "mem_gb" not in table
+    assert executor_params(Cluster(partition="gpu"), "slurm", name="t", small=True)["slurm_partition"] == "gpu"
+    # the default request: page cache for the .beton files + a share per task
+    assert memory_request_gb(140 * 2**30, 8) == 147 + 8 * PER_TASK_GB
+    assert Cluster(nodes=2, gpus_per_node=8).processes == 16 and Cluster(gpus_per_node=0).processes == 1
+
+
+def test_dry_run_states_the_memory_request_from_the_converted_data(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, size in (("train.beton", 3 * 2**30), ("val.beton", 2**30)):
+        with open(data / name, "wb") as f:
+            f.truncate(size)  # sparse: only the size matters here
+    assert _main(load_table("table2"), "--dry-run", "--root", str(tmp_path / "runs"), "--data", str(data)) == 0
+    out = capsys.readouterr().out
+    assert "memory per node: 69 GB = 4.0 GiB of .beton files kept in the page cache + 8 GB x 8 task(s)" in out
+    assert _main(load_table("table2"), "--dry-run", "--root", str(tmp_path / "runs"), "--mem-gb", "0") == 0
+    assert "memory per node: the whole node (--mem-gb)" in capsys.readouterr().out

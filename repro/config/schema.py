@@ -47,7 +47,10 @@ class DataConfig(_Section):
                         identity=False)
     loader: str = key("ffcv", "ffcv | plain (torch DataLoader over the raw layout)", choices=("ffcv", "plain"))
     batch_size: int = key(CIFAR["data.batch_size"], "global batch size, split evenly over ranks")
-    workers: int = key(2, "loader worker threads/processes per rank", identity=False)
+    workers: int = key(-1, "loader workers per rank: FFCV threads / DataLoader processes; -1 = auto, "
+                           "the CPUs this task has (affinity, SLURM_CPUS_PER_TASK; minus one for the "
+                           "DataLoader's own process); 0 = plain: load in the training process",
+                       identity=False)
     train_res: int = key(IMAGENET["data.train_res"], "ImageNet training crop (random-resized crop); ignored for 32x32 sets")
     val_res: int = key(IMAGENET["data.val_res"], "ImageNet validation centre crop; ignored for 32x32 sets")
     val_resize: int = key(IMAGENET["data.val_resize"], "ImageNet validation resize before the centre crop")
@@ -55,7 +58,7 @@ class DataConfig(_Section):
 
     def validate(self):
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
-        check(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
+        check(self.workers >= -1, "data.workers", "must be >= 0, or -1 (auto)", self.workers)
         for k in ("train_res", "val_res", "val_resize"):
             check(getattr(self, k) >= 8, f"data.{k}", "must be >= 8 pixels", getattr(self, k))
         check(self.val_resize >= self.val_res, "data.val_resize", f"must be >= data.val_res ({self.val_res})",
