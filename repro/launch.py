@@ -18,11 +18,12 @@ a submitit job (``repro.runs.submit.TrainJob``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from repro.papers import load_table
+from repro.papers import PROTOCOLS, load_table
 from repro.papers.spec import TableSpec
 from repro.runs import checks
 from repro.runs.errors import LaunchError
@@ -81,6 +82,13 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true",
                     help="the same table in miniature on generated data in the real layout "
                          "(real writer, loader, trainer, launcher); not comparable to the paper")
+    if spec is not None and spec.name in PROTOCOLS:
+        ap.add_argument("--protocol", choices=list(PROTOCOLS[spec.name]), default="paper",
+                        help="which protocol to reproduce (each has its own run folders and table): "
+                             "paper = baselines from scratch as the paper describes; official-code = "
+                             "every run starts from torchvision's released weights, as the authors' "
+                             "scripts do; torchvision-eval = those weights evaluated as the baseline, no "
+                             "baseline training (see repro/papers/sfp_table2.py)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and a GPU-hours estimate; submit nothing")
     ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
                     help="only runs whose key matches this glob (e.g. 'resnet18/*'), plus the baselines "
@@ -93,13 +101,21 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
                     help="local: runs at once on this machine (default 2; each after its baseline)")
     g = ap.add_argument_group("cluster resources (per run)")
     g.add_argument("--nodes", type=int, default=1, help="nodes per run (DDP across them; slurm only)")
+    gpus = checks.paper_gpus(spec) if spec else None
     g.add_argument("--gpus-per-node", type=int, default=None,
-                   help="GPUs per node (default 1; 0 with --smoke); one task per GPU")
+                   help="GPUs per node; one task per GPU (default: " + (f"{gpus}, the paper's layout" if gpus else
+                        "the paper's layout where the table's recipe gives one, else 1") + "; 0 with --smoke)")
     g.add_argument("--tasks-per-node", type=int, default=None,
                    help="DDP processes per node (default: --gpus-per-node, at least 1)")
     g.add_argument("--cpus-per-task", type=int, default=None, help="default 8 (1 with --smoke)")
-    g.add_argument("--mem-gb", type=float, default=None, help="memory per node (default: the partition's)")
+    g.add_argument("--mem-gb", type=float, default=None,
+                   help="memory per node in GB; 0 = the whole node (default: the .beton files FFCV keeps in "
+                        "the page cache + 8 GB per task, printed with the plan)")
     g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--cpu-partition", default=None,
+                   help="partition for the table-building job, which needs no GPU (default: --partition)")
+    g.add_argument("--allow-other-layout", action="store_true",
+                   help="submit even when the per-GPU batch (BatchNorm's batch) is not the paper's")
     g.add_argument("--account", default=None, help="SLURM account")
     g.add_argument("--time", type=int, default=None,
                    help="time limit per job in minutes (default 1440, with --smoke 30); a run that "
@@ -113,34 +129,72 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     return ap
 
 
-def _defaults(args) -> Cluster:
-    """Fill the flags whose default depends on --smoke; return the cluster arguments."""
+def _defaults(args, spec: TableSpec) -> Cluster:
+    """Fill the flags whose default depends on --smoke or the table; return the cluster arguments."""
     smoke = args.smoke
     args.root = args.root or ("runs/smoke" if smoke else "runs")
     args.out = args.out or (str(Path(args.root) / "tables") if smoke else "tables")
     for name in ("nodes", "array_parallelism", "max_requeue"):
         if getattr(args, name) < 1:
             raise LaunchError(f"--{name.replace('_', '-')} must be >= 1")
-    return Cluster(nodes=args.nodes, gpus_per_node=(0 if smoke else 1) if args.gpus_per_node is None
-                   else args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+    if (args.mem_gb is not None and args.mem_gb < 0) or (args.gpus_per_node or 0) < 0:
+        raise LaunchError("--mem-gb and --gpus-per-node must be >= 0")
+    gpus = (0 if smoke else checks.paper_gpus(spec) or 1) if args.gpus_per_node is None else args.gpus_per_node
+    return Cluster(nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=args.tasks_per_node,
                    cpus_per_task=args.cpus_per_task or (1 if smoke else 8), mem_gb=args.mem_gb,
-                   partition=args.partition, account=args.account, time_min=args.time or (30 if smoke else 1440),
+                   partition=args.partition, cpu_partition=args.cpu_partition, account=args.account,
+                   time_min=args.time or (30 if smoke else 1440),
                    slurm_args=tuple(args.slurm_arg), array_parallelism=args.array_parallelism,
                    max_requeue=args.max_requeue, signal_delay_s=args.signal_delay)
 
 
-def _dry_run(spec: TableSpec, args) -> int:
+def _layout(spec: TableSpec, args, c: Cluster) -> list[str]:
+    """Lines stating each run's per-process batch. Refuses (LaunchError) an indivisible global
+    batch, and - unless --allow-other-layout - a per-GPU batch that is not the paper's; a dry run
+    only warns about the latter."""
+    lines, departs = checks.check_layout(spec, c.processes, smoke=args.smoke)
+    if departs and not (args.dry_run or args.allow_other_layout):
+        raise LaunchError(departs)
+    if departs:
+        lines.append("WARNING: " + departs + ("" if args.allow_other_layout else "; a launch is refused without it"))
+    return lines
+
+
+def _memory(p: Plan, c: Cluster, file) -> Cluster:
+    """The memory each node requests on SLURM: --mem-gb, else the default (runs.submit)."""
+    from repro.runs.submit import PER_TASK_GB, cached_data_bytes, memory_request_gb
+    if c.mem_gb is not None:
+        print(f"memory per node: {'the whole node' if c.mem_gb == 0 else f'{c.mem_gb:g} GB'} (--mem-gb)", file=file)
+        return c
+    cached = cached_data_bytes(p)
+    tasks = f"{PER_TASK_GB} GB x {c.tasks} task(s) (--mem-gb to change; 0 = the whole node)"
+    if cached is None:  # dry run before the data is converted (a launch checks the data first)
+        print(f"memory per node: the .beton files FFCV keeps in the page cache, once converted, + {tasks}", file=file)
+        return c
+    gb = memory_request_gb(cached, c.tasks)
+    print(f"memory per node: {gb} GB = {cached / 2**30:.1f} GiB of .beton files kept in the page cache + {tasks}",
+          file=file)
+    return dataclasses.replace(c, mem_gb=gb)
+
+
+def _dry_run(spec: TableSpec, args, c: Cluster) -> int:
+    from repro.config import ConfigError
     from repro.data.errors import DataError
     data_dir = Path(args.data).resolve() if args.data else None
     if data_dir is None and not args.smoke:
         data_dir = Path("data", spec.dataset).resolve()
+    layout = _layout(spec, args, c)
     p = plan(spec, Path(args.root), smoke=args.smoke, data_dir=data_dir, only=args.only,
              retry_failed=args.retry_failed)
     print_plan(p)
-    try:
-        checks.check_data_for(p)
-    except DataError as e:  # a plan is still useful before the data is converted
-        print(f"note: the data is not ready: {e}")
+    print("\n".join(layout))
+    _memory(p, c, sys.stdout)
+    for check, what in ((checks.check_data_for, "the data is not ready"),
+                        (checks.check_starting_points, "a starting point is missing")):
+        try:
+            check(p)
+        except (DataError, ConfigError) as e:  # a plan is still useful before everything is in place
+            print(f"note: {what}: {e}")
     return 0
 
 
@@ -157,6 +211,7 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
              only=args.only, retry_failed=args.retry_failed, record=True)
     checks.check_folders(p)
     checks.check_data_for(p)
+    checks.check_starting_points(p)
     return p, data_dir, raw_dir
 
 
@@ -200,14 +255,24 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         spec = load_table(spec)
     args = build_parser(spec, prog or f"launch/{spec.name}.py").parse_args(argv)
     try:
-        c = _defaults(args)
+        if getattr(args, "protocol", "paper") != "paper":
+            if args.smoke:
+                raise LaunchError(f"--smoke runs the paper protocol only: --protocol {args.protocol} starts "
+                                  "from torchvision's 1000-class ImageNet weights, which the miniature data "
+                                  "cannot use")
+            spec = load_table(PROTOCOLS[spec.name][args.protocol])
+        c = _defaults(args, spec)
         # --smoke is meant to run here, with no SLURM; an explicit --cluster slurm still works
         cluster = checks.resolve_cluster("local" if (args.smoke and args.cluster == "auto") else args.cluster)
         if args.nodes > 1 and cluster != "slurm":
             raise LaunchError(f"--nodes {args.nodes} needs --cluster slurm ({cluster} runs on this machine)")
         if args.dry_run:
-            return _dry_run(spec, args)
+            return _dry_run(spec, args, c)
+        layout = _layout(spec, args, c)  # before anything is created or submitted
         p, data_dir, raw_dir = _prepare(spec, args)
+        print("\n".join(layout), file=sys.stderr)
+        if cluster == "slurm":
+            c = _memory(p, c, sys.stderr)
     except (LaunchError, DataError, ConfigError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,11 +4,15 @@
     python -m repro.tables table2 --root runs --out tables --check    # exit 1 if the files are stale
     python -m repro.tables table2 --smoke                             # the miniature table (runs/smoke)
 
-What a table holds: per row (model x variant) the paper's value, ours as mean ± std (n), Δ = ours -
-paper, drops vs the row's baseline, FLOPs reduction three ways (as printed in the paper, the paper's
-float keep-ratio convention counted correctly, and the actual integer-filter count), and the status
-of its runs (done / running / failed with its reason / missing). A header says how it was made and
-a footer lists every run folder with its config hash.
+What a table holds: per row (model x variant) the paper's value with its source key, ours as
+mean ± std (n) (marked "at chance" where a run's accuracy is within chance level), Δ = ours - paper,
+a verdict per cell computed by the rule printed under the table (repro/report/verdict.py), drops vs
+the row's baseline, FLOPs reduction three ways (as printed in the paper, the paper's float
+keep-ratio convention counted correctly, and the actual integer-filter count), the measured and
+theoretical speed-ups, and the status of its runs (done / running / failed with its reason /
+missing). A header says how it was made, the verdict summary and the cost; under the table, the
+legend names every source document in full and spells out each caveat; a footer lists every run
+folder with its config hash and its cost (measured, and the launcher's estimate).
 
 The output depends on the run folders alone (no clock, no scheduler query): rebuilding from the
 same folders gives byte-identical .md/.tex/.csv, which is what `--check` relies on. The date shown

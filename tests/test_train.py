@@ -85,6 +85,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
         assert key in res, key
     assert res["flops_reduction"] == 0.0 and res["conv_macs"] == 40_550_400  # dense ResNet-20 (docs/papers.md)
     assert res["epochs"] == 2 and res["steps"] == 6 and res["world_size"] == 1 and res["val_images"] == 16
+    assert (res["eval_precision"], res["train_precision"]) == ("float32", "float32")  # CPU trains in float32
     assert Config.from_dict(json.loads((d / "config.json").read_text())) == cfg
     rows = rundir.read_metrics(d)
     assert [r["epoch"] for r in rows] == [0, 1] and [r["step"] for r in rows] == [3, 6]

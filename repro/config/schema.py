@@ -47,7 +47,10 @@ class DataConfig(_Section):
                         identity=False)
     loader: str = key("ffcv", "ffcv | plain (torch DataLoader over the raw layout)", choices=("ffcv", "plain"))
     batch_size: int = key(CIFAR["data.batch_size"], "global batch size, split evenly over ranks")
-    workers: int = key(2, "loader worker threads/processes per rank", identity=False)
+    workers: int = key(-1, "loader workers per rank: FFCV threads / DataLoader processes; -1 = auto, "
+                           "the CPUs this task has (affinity, SLURM_CPUS_PER_TASK; minus one for the "
+                           "DataLoader's own process); 0 = plain: load in the training process",
+                       identity=False)
     train_res: int = key(IMAGENET["data.train_res"], "ImageNet training crop (random-resized crop); ignored for 32x32 sets")
     val_res: int = key(IMAGENET["data.val_res"], "ImageNet validation centre crop; ignored for 32x32 sets")
     val_resize: int = key(IMAGENET["data.val_resize"], "ImageNet validation resize before the centre crop")
@@ -55,7 +58,7 @@ class DataConfig(_Section):
 
     def validate(self):
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
-        check(self.workers >= 0, "data.workers", "must be >= 0", self.workers)
+        check(self.workers >= -1, "data.workers", "must be >= 0, or -1 (auto)", self.workers)
         for k in ("train_res", "val_res", "val_resize"):
             check(getattr(self, k) >= 8, f"data.{k}", "must be >= 8 pixels", getattr(self, k))
         check(self.val_resize >= self.val_res, "data.val_resize", f"must be >= data.val_res ({self.val_res})",
@@ -85,7 +88,8 @@ class OptimConfig(_Section):
 @dataclass(frozen=True)
 class ScheduleConfig(_Section):
     _prefix = "schedule."
-    epochs: int = key(CIFAR["schedule.epochs"], "training epochs (SNF: fine-tuning epochs are prune.finetune_epochs)")
+    epochs: int = key(CIFAR["schedule.epochs"], "training epochs (SNF: fine-tuning epochs are prune.finetune_epochs; "
+                                                "0: evaluate the prune.init_from model as it is)")
     warmup_epochs: int = key(CIFAR["schedule.warmup_epochs"], "epochs at warmup_lr before the peak lr")
     warmup_lr: float = key(CIFAR["schedule.warmup_lr"], "learning rate during warm-up")
     milestones: tuple[int, ...] = key(CIFAR["schedule.milestones"], "epochs at which the lr is multiplied by gamma")
@@ -95,7 +99,8 @@ class ScheduleConfig(_Section):
     val_batches: int = key(0, "evaluate on this many validation batches per rank (0 = all; smoke tests only)")
 
     def validate(self):
-        check(self.epochs >= 1, "schedule.epochs", "must be >= 1", self.epochs)
+        check(self.epochs >= 0, "schedule.epochs", "must be >= 1 (or 0: only evaluate the prune.init_from model)",
+              self.epochs)
         check(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0", self.warmup_epochs)
         check(self.warmup_lr > 0, "schedule.warmup_lr", "must be > 0", self.warmup_lr)
         check(self.gamma > 0, "schedule.gamma", "must be > 0", self.gamma)
@@ -191,6 +196,9 @@ class Config(_Section):
     def validate(self):
         from repro.models import check_resolution
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        if self.schedule.epochs == 0:  # an evaluation-only run: nothing to train, something to evaluate
+            check(self.prune.method == "none" and self.prune.init_from != "", "schedule.epochs",
+                  "0 only evaluates a starting model: needs prune.method=none and prune.init_from", 0)
         try:
             check_resolution(self.model.arch, self.data.resolution)
         except ValueError as e:

@@ -1,6 +1,7 @@
 """`check_data` and `build_loaders`: the data part's public entry points."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,8 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cpus import resolve_workers, task_cpus
 from .errors import DataError
 from .stats import STATS
+
+log = logging.getLogger(__name__)
 
 NAMES = ("cifar10", "imagenet", "digits")
 LOADERS = ("ffcv", "plain")
@@ -37,8 +41,8 @@ def _check_cfg(cfg) -> None:
         raise DataError(f"data.name='{cfg.name}' is not one of {', '.join(NAMES)}")
     if cfg.loader not in LOADERS:
         raise DataError(f"data.loader='{cfg.loader}' is not one of {', '.join(LOADERS)}")
-    if cfg.batch_size < 1 or cfg.workers < 0:
-        raise DataError(f"data.batch_size must be >= 1 and data.workers >= 0 "
+    if cfg.batch_size < 1 or cfg.workers < -1:
+        raise DataError(f"data.batch_size must be >= 1 and data.workers >= -1 (auto) "
                         f"(got {cfg.batch_size}, {cfg.workers})")
     if cfg.name == "imagenet" and not (8 <= cfg.val_res <= cfg.val_resize and cfg.train_res >= 8):
         raise DataError(f"data.val_res ({cfg.val_res}) must be >= 8 and <= data.val_resize "
@@ -95,6 +99,9 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
     device = torch.device(device)
     per_rank = cfg.batch_size // world_size
+    workers = resolve_workers(cfg.workers, cfg.loader)
+    log.info("%s loader: %d worker(s) per rank (data.workers=%d, %d CPU(s) for this task)", cfg.loader,
+             workers, cfg.workers, task_cpus())
     mean, std = STATS[cfg.name]
     common = dict(batch_size=per_rank, seed=seed, rank=rank, world=world_size)
 
@@ -110,7 +117,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
         make = lambda split, train, res: FfcvLoader(  # noqa: E731
             str(folder / f"{split}.beton"), n[split], kind=cfg.name, res=res, resize=cfg.val_resize,
-            mean=mean, std=std, device=device, workers=cfg.workers, in_memory=cfg.in_memory,
+            mean=mean, std=std, device=device, workers=workers, in_memory=cfg.in_memory,
             train=train, **common)
         train, val = make("train", True, cfg.train_res), make("val", False, cfg.val_res)
     else:
@@ -131,7 +138,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
             ds_train = ArrayDataset(*read("train"), train=True, seed=seed)
             ds_val = ArrayDataset(*read("val"), train=False, seed=seed)
         make = lambda ds, train: PlainLoader(ds, mean=mean, std=std, device=device,  # noqa: E731
-                                             workers=cfg.workers, train=train, **common)
+                                             workers=workers, train=train, **common)
         train, val = make(ds_train, True), make(ds_val, False)
 
     if len(train) == 0:

@@ -155,8 +155,10 @@ def make_imagenet(out: str | Path, *, classes: int = 10, train_per_class: int = 
                         "and --size >= 16")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    templates = [_template(rng, 2 * size, cells=6, tint=class_colour_of(k, classes), strength=class_colour)
-                 for k in range(classes)]
+    # uint8 (exact: the template holds whole grey levels): every job pickles its template to a
+    # worker, and a 400-px stand-in's float32 template is 7.7 MB
+    templates = [_template(rng, 2 * size, cells=6, tint=class_colour_of(k, classes),
+                           strength=class_colour).astype(np.uint8) for k in range(classes)]
     tmp = _staged(out, force)
     try:
         jobs, val_no = [], 0

@@ -22,24 +22,22 @@ from torch import nn
 from repro import dist
 
 from .errors import TrainingFailed
+from .precision import exact_float32
 
 TOLERANCE = 1e-4  # relative; float32 reorderings of the same sums stay near 1e-6
 
 
 @contextlib.contextmanager
 def strict_float32(device: torch.device):
-    """float32 maths only: no autocast, no TF32; the previous settings come back afterwards."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    """float32 maths only: no autocast, no TF32 (``precision.exact_float32``), highest float32
+    matmul precision; the previous settings come back afterwards."""
+    saved = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        with torch.autocast(device.type, enabled=False):
+        with exact_float32(), torch.autocast(device.type, enabled=False):
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-        torch.set_float32_matmul_precision(saved[2])
+        torch.set_float32_matmul_precision(saved)
 
 
 @torch.no_grad()

@@ -74,9 +74,11 @@ def finish(s: "Session") -> dict:
     digests = dist.gather_objects(weights_digest(model))
     if len(set(digests)) > 1:
         log.warning("ranks hold different weights at the end of training: %s", digests)
-    final = s.context().evaluate(delivered)
+    # The reported accuracy is the delivered model's in float32, whatever the training precision.
+    final = s.context().evaluate(delivered, fp32=True)
     result: dict[str, Any] = {"status": "done", "reason": "", **fields, "rank_weight_sha256": digests,
-                              **_result_fields(s, delivered, final)}
+                              **_result_fields(s, delivered, final), "eval_precision": "float32",
+                              "train_precision": s.precision.name}
     failure, extra = None, {}
     if s.is_main:
         x = s.precision.prep(next(iter(s.loaders.val.iterate()))[0])

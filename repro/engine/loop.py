@@ -6,6 +6,7 @@ below act on it. Rank 0 writes every file of the run folder; every rank runs eve
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from . import checkpoint
 from .errors import Preempted, TrainingFailed
 from .logs import Progress
 from .methods import Context, Dense, for_config
-from .precision import Precision
+from .precision import Precision, exact_float32
 from .signals import StopFlag
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Session:
     ddp: nn.Module = None
     optimizer: torch.optim.Optimizer = None
     scaler: Any = None
-    # a .item() per step is free on CPU; on CUDA it stalls the stream, so look less often
+    # Steps between two agreements on the stop/NaN flags (stop_check). A .item() per step is free
+    # on CPU; on CUDA it stalls the stream, so look less often. The same steps on every rank.
     check_every: int = 1
 
     def __post_init__(self):
@@ -74,14 +76,15 @@ class Session:
 
     def context(self) -> Context:
         return Context(self.cfg, self.run_dir, self.device, self.is_main, self.num_classes, self.loaders,
-                       lambda m: evaluate(self, m), self.precision.prep,
+                       lambda m, **kw: evaluate(self, m, **kw), self.precision.prep,
                        lambda m: self.precision.on_device(m, self.device))
 
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(s: Session, model: nn.Module) -> dict[str, float]:
-    """Collective: every rank evaluates rank 0's (the saved) model on its share of the val set."""
+def evaluate(s: Session, model: nn.Module, *, fp32: bool = False) -> dict[str, float]:
+    """Collective: every rank evaluates rank 0's (the saved) model on its share of the val set.
+    In the training precision, or with ``fp32`` in true float32 (no autocast, no TF32)."""
     dist.broadcast_buffers_(model)
     model.eval()
     sums = EpochSums(s.device)
@@ -89,7 +92,7 @@ def evaluate(s: Session, model: nn.Module) -> dict[str, float]:
     for i, (x, y) in enumerate(s.loaders.val.iterate()):
         if limit and i >= limit:
             break
-        with s.precision.autocast():
+        with s.precision.autocast(enabled=not fp32), exact_float32() if fp32 else contextlib.nullcontext():
             out = model(s.precision.prep(x))
         out = out.float()
         sums.add(F.cross_entropy(out, y), out, y)
@@ -111,7 +114,7 @@ def build(s: Session, ckpt: dict | None) -> None:
     model = s.method.initial_model(s.context(), ckpt)
     s.model = s.precision.on_device(model, s.device)
     if cfg.sync_bn and s.denv.distributed:
-        dist.convert_sync_bn(s.model)
+        dist.convert_sync_bn(s.model, s.device)
     s.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr_at(0), momentum=cfg.optim.momentum,
                                   nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
     checkpoint.seed_rank(cfg.seed, s.denv.rank)
@@ -147,15 +150,27 @@ def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
     return None
 
 
-def stop_check(s: Session, loss_sum: torch.Tensor, where: str) -> bool:
-    """Collective: agree on divergence (fail) or a stop signal (checkpoint, then Preempted)."""
-    why = divergence_reason(loss_sum, s.num_classes)
-    flags = torch.tensor([0.0 if why is None else 1.0,
-                          1.0 if s.stop.signum is not None else 0.0], device=s.device)
+def agreed_flags(s: Session, loss_sum: torch.Tensor | None) -> tuple[bool, bool]:
+    """Collective: (some rank's training diverged (divergence_reason), some rank has a stop signal),
+    the same on every rank.
+
+    Every rank must call this at the same point of the run - same step, or the same place between
+    epochs - and never because of its own flag: signals reach the ranks milliseconds apart, and a
+    rank that entered this all-reduce while the others were in DDP's gradient all-reduce would hang
+    the job. More flags can ride in the same all-reduce (one MAX over a small vector)."""
+    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, s.num_classes) is None else 1.0
+    flags = torch.tensor([bad, 1.0 if s.stop.signum is not None else 0.0], device=s.device)
     if dist.active():
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
     diverged, stop = flags.tolist()
+    return bool(diverged), bool(stop)
+
+
+def stop_check(s: Session, loss_sum: torch.Tensor | None, where: str) -> bool:
+    """Collective (see agreed_flags): raise TrainingFailed on divergence; True = every rank stops here."""
+    diverged, stop = agreed_flags(s, loss_sum)
     if diverged:
+        why = divergence_reason(loss_sum, s.num_classes) if loss_sum is not None else None
         raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {s.lr:g}); stopped, "
                              "the last good checkpoint is kept - lower optim.lr or check the data")
     return bool(stop)
@@ -178,11 +193,17 @@ def train_step(s: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     return loss, out
 
 
-def preempt(s: Session, epoch: int, batch: int, sums: EpochSums | None) -> None:
-    """Checkpoint at this step boundary, hand the signal on, and raise Preempted."""
+def preempt(s: Session, epoch: int, batch: int, sums: EpochSums | None, *, written: bool = False) -> None:
+    """Checkpoint at this step boundary (unless ``written``), hand the signal on, raise Preempted.
+
+    Every rank comes here together (the stop was agreed); a rank that saw no signal itself
+    has nothing to hand on."""
     log.warning("%s received: checkpointing at epoch %d batch %d (step %d)", s.stop.name, epoch, batch, s.step)
-    checkpoint.write(s, epoch, batch, sums)
+    if not written:
+        checkpoint.write(s, epoch, batch, sums)
     if s.wandb is not None:
+        # Never fails: the preemption signal reaches wandb's service process too (SLURM signals
+        # every process of the step) and a dead service must not turn a requeue into a failure.
         s.wandb.finish(exit_code=Preempted.exit_code)
     name = s.stop.name
     s.stop.restore()
@@ -214,11 +235,13 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
             sums.add(loss, out.detach().float(), y)
             seen += y.shape[0]
             progress.update(loss.item() if s.device.type == "cpu" else None)
-            if (i + 1) % s.check_every == 0 or s.stop.signum is not None:
+            if (i + 1) % s.check_every == 0:  # the same steps on every rank (agreed_flags)
                 if stop_check(s, sums.t, f"at epoch {epoch} batch {i}"):
                     preempt(s, epoch, i + 1, sums)
     finally:
         progress.close()
+    # NaN check of the epoch's last steps. A stop agreed here waits for run_epoch's agreement, after
+    # the epoch's evaluation and checkpoint, so that a finished epoch is never trained again.
     stop_check(s, sums.t, f"in epoch {epoch}")
     r = sums.reduce()
     dt = time.time() - t0
@@ -261,8 +284,10 @@ def run_epoch(s: Session, epoch: int) -> None:
              va["val_top1"], va["val_top5"], tr["epoch_s"])
     s.epoch, s.batch = epoch + 1, 0
     checkpoint.write(s, epoch + 1, 0, None)
-    if s.stop.signum is not None:
-        preempt(s, epoch + 1, 0, None)
+    # The agreed flag decides, not this rank's own: a signal that reached one rank during the
+    # evaluation or the checkpoint must stop every rank here, or the others train on alone.
+    if stop_check(s, None, f"after epoch {epoch}"):
+        preempt(s, epoch + 1, 0, None, written=True)
 
 
 def execute(s: Session) -> dict:

@@ -27,10 +27,10 @@ def rows() -> tuple[Row, ...]:
         model = "ResNet-" + arch[len("resnet"):]
         base = f"{arch}/baseline"
         out.append(Row(base, model, "baseline", {"model.arch": arch},
-                       paper={"top1": unconfirmed(ABSTRACT_ONLY)}))
+                       paper={"top1": unconfirmed(ABSTRACT_ONLY, source=SOURCE)}))
         out.append(Row(f"{arch}/snf{target:g}", model, f"SNF {target:g}% FLOPs",
                        {"model.arch": arch, **FINETUNE, "prune.flops_reduction": target},
-                       paper={"top1": unconfirmed(ABSTRACT_ONLY),
+                       paper={"top1": unconfirmed(ABSTRACT_ONLY, source=SOURCE),
                               "top1_drop": paper(drop, note="abstract", source=SOURCE)},
                        baseline=base, init_from=base, flops_target=target,
                        flops_paper=paper(target, note="abstract", source=SOURCE),

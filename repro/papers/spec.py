@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .sources import SOURCES
+
 # Metrics a row can carry, in display order. Drops are (baseline - pruned) in points, as in the
 # papers: positive = the pruned model is worse. A paper's "+0.14% accuracy" is a drop of -0.14.
 METRICS = ("top1", "top5", "top1_drop", "top5_drop")
@@ -27,7 +29,10 @@ class PaperValue:
     source: key of the document it comes from (``repro.papers.sources.SOURCES``); every number
             has one, and the tables show it per cell with a legend naming the document in full.
     caveat: what a reader must know about this number (a transcription slip, an unstated protocol).
-    Equality compares the number only (value, std, confirmed, note), not where it was read.
+    candidates: numbers a source prints for this cell without saying which of them belongs to it
+            (an unconfirmed cell only; shown as such, never as the cell's value).
+    Equality compares the numbers only (value, std, confirmed, note, candidates), not where they
+    were read.
     """
     value: float | None
     std: float | None = None
@@ -35,10 +40,20 @@ class PaperValue:
     note: str = ""
     source: str = field(default="", compare=False)
     caveat: str = field(default="", compare=False)
+    candidates: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.confirmed and self.value is None:
             raise ValueError("a confirmed paper value needs a number")
+        if self.confirmed and self.candidates:
+            raise ValueError("candidates belong to an unconfirmed cell; a confirmed one has its value")
+        if (self.value is not None or self.candidates) and not self.source:
+            raise ValueError("a paper number needs its source (a key of repro.papers.sources.SOURCES)")
+
+    @property
+    def numbers(self) -> tuple[float, ...]:
+        """Every number this cell states (value, std, candidates): each must trace to its source."""
+        return tuple(v for v in (self.value, self.std, *self.candidates) if v is not None)
 
 
 def paper(value: float, std: float | None = None, note: str = "", *, source: str = "",
@@ -47,9 +62,11 @@ def paper(value: float, std: float | None = None, note: str = "", *, source: str
     return PaperValue(value, std, True, note, source, caveat)
 
 
-def unconfirmed(note: str, value: float | None = None, *, source: str = "") -> PaperValue:
-    """A cell the sources could not confirm; `value` only when some source states a number."""
-    return PaperValue(value, None, False, note, source)
+def unconfirmed(note: str, value: float | None = None, *, source: str = "",
+                candidates: tuple[float, ...] = (), caveat: str = "") -> PaperValue:
+    """A cell the sources could not confirm; `value` only when some source states a number for it,
+    `candidates` when a source prints several numbers without assigning one to this cell."""
+    return PaperValue(value, None, False, note, source, caveat, tuple(candidates))
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,8 @@ class TableSpec:
     smoke_data:    what `--smoke` generates: ("imagenet" | "cifar10", synth kwargs).
     smoke_rows:    the row keys `--smoke` runs (None: every row); a smaller miniature of a big table.
     metrics:       which METRICS the table shows.
+    paper_runs:    how many runs each of the paper's mean ± std is over (the verdict's Welch test
+                   needs it); None where the paper gives single numbers.
     """
     name: str
     title: str
@@ -115,6 +134,8 @@ class TableSpec:
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
     smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
+    protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOLS)
+    paper_runs: int | None = None
 
     def __post_init__(self):
         keys = [r.key for r in self.rows]
@@ -130,6 +151,14 @@ class TableSpec:
         bad = set(self.metrics) - set(METRICS)
         if bad:
             raise ValueError(f"{self.name}: unknown metrics {sorted(bad)}")
+        for r in self.rows:
+            if any(pv.std is not None for pv in r.paper.values()) and not (self.paper_runs or 0) >= 2:
+                raise ValueError(f"{self.name}: row {r.key} has a paper std; paper_runs must say over how many "
+                                 "runs (>= 2) it was taken")
+            for pv in [*r.paper.values(), r.flops_paper]:  # a source the legend cannot name is a bug
+                if pv is not None and pv.source and pv.source not in SOURCES:
+                    raise ValueError(f"{self.name}: row {r.key}: unknown source {pv.source!r} "
+                                     f"(known: {', '.join(SOURCES)})")
         if self.smoke_rows is not None:
             missing = set(self.smoke_rows) - set(keys)
             if missing:

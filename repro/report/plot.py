@@ -6,7 +6,7 @@ from pathlib import Path
 from repro.papers.spec import TableSpec
 
 from .collect import RowResult
-from .render import is_baseline, title_of
+from .cells import is_baseline, title_of
 
 
 def render_png(spec: TableSpec, rows: list[RowResult], path: Path, smoke: bool) -> None:

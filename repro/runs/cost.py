@@ -10,6 +10,8 @@ shape; SNF fine-tuning is cheaper, so this is an upper bound). The MACs are
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from repro.config import Config
 from repro.flops import arch_counts
 from repro.models import arch_info
@@ -18,6 +20,7 @@ TRAIN_IMAGES = {"cifar10": 50_000, "imagenet": 1_281_167, "digits": 1_437}
 EFFECTIVE_MACS_PER_S = {"cifar": 2e12, "imagenet": 25e12}
 
 
+@lru_cache(maxsize=None)  # a model forward per call; a 60-run table asks 60 times
 def gpu_hours_per_epoch(arch: str, dataset: str) -> float:
     rate = EFFECTIVE_MACS_PER_S[arch_info(arch).family]
     return TRAIN_IMAGES[dataset] * 3 * arch_counts(arch).conv_macs / rate / 3600

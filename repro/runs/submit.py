@@ -5,10 +5,22 @@ cluster arguments (in the manner of dinov2's ``get_slurm_executor_parameters``),
   (SFP from pre-trained, SNF) go in a second array whose tasks each wait (afterok) for their own
   baseline's job; a baseline that is already done is simply used.
 * Preemption and time-outs: the job is a ``submitit.helpers.Checkpointable``; on the signal it
-  requeues itself and the new attempt resumes from the run folder.
+  requeues itself and the new attempt resumes from the run folder. The time-out signal goes to
+  every task (submitit's ``--signal=USR2@N``, no ``B:``): submitit's batch script only runs
+  ``srun`` and forwards nothing, and the handler that checkpoints and requeues lives in the tasks.
+* GPUs: every task sees every GPU of its node (``--gpus-per-node``) and takes ``cuda:LOCAL_RANK``
+  (``repro.dist.pick_device``). Narrowing each task to its own GPU (``--gpus-per-task=1``, or
+  ``CUDA_VISIBLE_DEVICES`` per rank) keeps NCCL from CUDA IPC between the tasks, so intra-node
+  all-reduces fall back from NVLink/P2P to shared memory (NVIDIA/nccl#129; per-task GPU binding
+  even fails in NVIDIA/nccl-tests#300). The stray CUDA context FFCV's loader thread could open
+  on GPU 0 is prevented where it starts (``repro.data.loaders_ffcv``).
+* Memory: requested per node (``--mem``), by default what FFCV's ``os_cache`` needs to keep the
+  .beton files in the job's page cache (cgroups charge it to the job) plus ``PER_TASK_GB`` per
+  task; ``--mem-gb 0`` = every node's whole memory (SLURM's convention).
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -99,8 +111,9 @@ class Cluster:
     gpus_per_node: int = 1
     tasks_per_node: int | None = None
     cpus_per_task: int = 8
-    mem_gb: float | None = None
+    mem_gb: float | None = None   # per node; None = no request, 0 = the whole node
     partition: str | None = None
+    cpu_partition: str | None = None  # for the table job (no GPU); default: partition
     account: str | None = None
     time_min: int = 1440
     slurm_args: tuple[str, ...] = ()
@@ -108,10 +121,42 @@ class Cluster:
     max_requeue: int = 20
     signal_delay_s: int = 120
 
+    @property
+    def tasks(self) -> int:
+        """Processes per node: one per GPU unless --tasks-per-node says otherwise."""
+        return self.tasks_per_node or max(self.gpus_per_node, 1)
+
+    @property
+    def processes(self) -> int:
+        """DDP processes of one run (its world size)."""
+        return self.nodes * self.tasks
+
+
+# A training process on the host: torch + CUDA runtime, FFCV's pinned batch slots, numba, with room
+# to spare (a ResNet-50 rank holds a few GB).
+PER_TASK_GB = 8
+
+
+def memory_request_gb(cached_bytes: int, tasks_per_node: int) -> int:
+    """Default --mem per node: the files FFCV keeps in the page cache (``os_cache``: each node reads
+    whole .beton files over an epoch, and the page cache counts against the job's memory limit,
+    so a smaller limit evicts them and every epoch reads the disk again) + PER_TASK_GB per task."""
+    return math.ceil(cached_bytes * 1.05 / 2**30) + PER_TASK_GB * tasks_per_node
+
+
+def cached_data_bytes(p: Plan) -> int | None:
+    """Bytes of the .beton files FFCV keeps in the page cache (data.in_memory) for the runs to
+    submit; None while a data folder has no train.beton yet."""
+    folders = {Path(pl.cfg.data.ffcv_dir) for pl in p.runs
+               if pl.submit and pl.cfg.data.loader == "ffcv" and pl.cfg.data.in_memory and pl.cfg.data.ffcv_dir}
+    if any(not (d / "train.beton").is_file() for d in folders):
+        return None
+    return sum(f.stat().st_size for d in folders for f in d.glob("*.beton"))
+
 
 def executor_params(c: Cluster, cluster: str, *, name: str, dependency: str = "", small: bool = False) -> dict:
     """submitit ``update_parameters`` for a run's job (small: the 1-CPU table job). Pure."""
-    tasks = 1 if small else (c.tasks_per_node or max(c.gpus_per_node, 1))
+    tasks = 1 if small else c.tasks
     params: dict[str, Any] = {"name": name, "timeout_min": 30 if small else c.time_min,
                               "tasks_per_node": tasks, "cpus_per_task": 1 if small else c.cpus_per_task}
     if c.gpus_per_node and not small:
@@ -126,12 +171,13 @@ def executor_params(c: Cluster, cluster: str, *, name: str, dependency: str = ""
         extra[k.lstrip("-")] = v if v else True
     params.update(nodes=1 if small else c.nodes, slurm_additional_parameters=extra,
                   slurm_signal_delay_s=c.signal_delay_s, slurm_array_parallelism=c.array_parallelism)
-    if c.partition:
-        params["slurm_partition"] = c.partition
+    partition = (c.cpu_partition or c.partition) if small else c.partition
+    if partition:
+        params["slurm_partition"] = partition
     if c.account:
         params["slurm_account"] = c.account
-    if c.mem_gb and not small:
-        params["mem_gb"] = c.mem_gb
+    if c.mem_gb is not None and not small:
+        params["mem_gb"] = c.mem_gb  # 0 -> --mem=0GB: SLURM gives the whole node (checked with sbatch)
     return params
 
 

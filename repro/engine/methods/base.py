@@ -38,7 +38,7 @@ class Context:
     is_main: bool
     num_classes: int
     loaders: Any
-    evaluate: Callable[[nn.Module], dict]   # collective: every rank calls it
+    evaluate: Callable[..., dict]   # (model, fp32=False); collective: every rank calls it
     prep: Callable[[torch.Tensor], torch.Tensor]
     on_device: Callable[[nn.Module], nn.Module]
 

@@ -42,7 +42,7 @@ class Sfp(Dense):
     def deliver(self, ctx: Context, model: nn.Module, last: dict) -> tuple[nn.Module, dict]:
         kept = self.pruner.kept_indices()
         hard_prune(model, self.cfg.model.arch, kept)
-        dense = ctx.evaluate(model)
+        dense = ctx.evaluate(model, fp32=True)  # as the delivered model is: comparable
         compact = build_compact(model, self.cfg.model.arch, kept).eval()
         x = ctx.prep(next(iter(ctx.loaders.val.iterate()))[0])
         # the delivered model must be the function that was hard-pruned: not done otherwise
