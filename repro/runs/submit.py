@@ -170,7 +170,10 @@ def executor_params(c: Cluster, cluster: str, *, name: str, dependency: str = ""
         k, _, v = kv.partition("=")
         extra[k.lstrip("-")] = v if v else True
     params.update(nodes=1 if small else c.nodes, slurm_additional_parameters=extra,
-                  slurm_signal_delay_s=c.signal_delay_s, slurm_array_parallelism=c.array_parallelism)
+                  slurm_signal_delay_s=c.signal_delay_s, slurm_array_parallelism=c.array_parallelism,
+                  # torch threads = the task's CPUs: without a cpuset (a cluster with no task
+                  # affinity) torch starts one thread per core of the node in every task
+                  slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"])
     partition = (c.cpu_partition or c.partition) if small else c.partition
     if partition:
         params["slurm_partition"] = partition
