@@ -26,7 +26,7 @@ TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.tr
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
                "imgs_per_s"}
 # Not results: timings, and the code version (a shared checkout may get a commit mid-test).
-TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version"}
+TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version", "latency"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
