@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -84,61 +81,9 @@ def _env(point) -> tuple[dict, str]:
             f"logs/paused-in-{point[1]}")
 
 
-class Zygote:
-    """Trainers forked from a warm Python (tests/zygote.py): `python -m repro.train`'s main() with
-    the imports already done, so twenty-odd short trainers fit the CI budget."""
-
-    def __init__(self, logs):
-        self.logs, self.n, self.ended, self.started = logs, 0, {}, queue.Queue()
-        self.p = subprocess.Popen([sys.executable, str(REPO / "tests" / "zygote.py")], cwd=REPO, text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **ONE_THREAD})
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.p.stdout:
-            msg = json.loads(line)
-            if "rc" in msg:
-                self.ended[msg["pid"]] = msg["rc"]
-            else:
-                self.started.put(msg["pid"])
-
-    def start(self, args: list[str], env: dict) -> tuple[int, Path]:
-        self.n += 1
-        log = self.logs / f"trainer-{self.n}.log"
-        env = {**os.environ, **ONE_THREAD, **env}
-        self.p.stdin.write(json.dumps({"argv": args, "env": env, "log": str(log)}) + "\n")
-        self.p.stdin.flush()
-        return self.started.get(timeout=120), log
-
-    def wait_for(self, pred, pid: int, log: Path, timeout: float = 600) -> None:
-        end = time.time() + timeout
-        while not pred():
-            assert pid not in self.ended, f"trainer ended (rc {self.ended.get(pid)}) early:\n{log.read_text()[-3000:]}"
-            assert time.time() < end, "timed out waiting for the awaited point"
-            time.sleep(0.02)
-
-    def wait(self, pid: int, timeout: float = 600) -> int:
-        end = time.time() + timeout
-        while pid not in self.ended:
-            assert time.time() < end, f"trainer {pid} did not end"
-            time.sleep(0.02)
-        return self.ended[pid]
-
-    def close(self):
-        self.p.stdin.close()
-        self.p.wait(60)
-
-
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory):
-    z = Zygote(tmp_path_factory.mktemp("trainer-logs"))
-    yield z
-    z.close()
-
-
-def _kill_at(z: Zygote, d, point, sig) -> tuple[int, str]:
+def _kill_at(z, d, point, sig) -> tuple[int, str]:
     env, marker = _env(point)
-    pid, log = z.start(SFP + ["--run-dir", str(d)], env)
+    pid, log = z.start(["-m", "repro.train", *SFP, "--run-dir", str(d)], {**ONE_THREAD, **env})
     z.wait_for(lambda: (d / marker).exists(), pid, log)
     (d / marker).unlink()
     before = (d / rundir.CHECKPOINT).read_bytes() if (d / rundir.CHECKPOINT).exists() else None
@@ -161,7 +106,7 @@ def _plan(rng: random.Random, n: int) -> list[tuple[str, int]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_kill_at_random_resumes_bit_identical(reference, zygote, tmp_path):
+def test_kill_at_random_resumes_bit_identical(reference, warm, tmp_path):
     seed = int(os.environ.get("PRUNEREPRO_KILL_SEED", "15"))
     rng = random.Random(seed)
     todo = _plan(rng, int(os.environ.get("PRUNEREPRO_KILL_POINTS", "20")))
@@ -177,7 +122,7 @@ def test_kill_at_random_resumes_bit_identical(reference, zygote, tmp_path):
                 break
             kind, sig = todo.pop(pick)
             point = rng.choice(_points(kind, pos))
-            rc, log = _kill_at(zygote, d, point, sig)
+            rc, log = _kill_at(warm, d, point, sig)
             completes = sig != signal.SIGKILL and point[1] in ("model.pt", "result.json")
             want = 0 if completes else EXIT[sig]  # stopped while writing the last files: it finishes
             assert rc == want, f"seed {seed}, {point}, {sig.name}: exit {rc}, want {want}\n{log[-2000:]}"
@@ -257,7 +202,7 @@ def test_two_launchers_on_one_root_train_every_run_once(tmp_path, cifar_smoke_da
     # the first launch's runs pause after their first step until released, so it is surely still
     # launching while the others start (its local jobs inherit the environment)
     go = tmp_path / "go"
-    paused = {**os.environ, **pause_at_step(1, 600), "PRUNEREPRO_TEST_RELEASE": str(go)}
+    paused = {**os.environ, **pause_at_step(1, 600), "PRUNEREPRO_TEST_RELEASE": str(go), **ONE_THREAD}
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=paused)
     lock = root / "table1" / "launch.lock"
     wait_for(lambda: holder(lock) is not None, first)

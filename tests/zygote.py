@@ -1,28 +1,56 @@
-"""A warm Python for tests that start many short trainers (tests/test_reliability.py): it imports
-torch, the trainer and the digits data once, then forks one `python -m repro.train` per request, so
-each trainer starts in milliseconds instead of paying the imports again (several seconds of CPU
-on 2 cores, mostly torch, scikit-learn and torch's deterministic-mode set-up).
+"""A warm Python for tests that start many short commands (tests/test_reliability.py,
+tests/test_bad_input.py): it imports torch, the trainer, the launcher, the table builder and the
+digits data once, then forks one `python -m MODULE ...` or `python SCRIPT ...` per request, so each
+command starts in milliseconds instead of paying the imports again (seconds of CPU on 2 cores,
+mostly torch, scikit-learn and torch's deterministic-mode set-up). The forked command runs as
+`python -m` would run it (runpy, __main__, its own sys.argv and environment).
 
-Protocol (one JSON object per line): stdin {"argv": [...], "env": {...}, "log": PATH} starts a
-trainer with exactly that environment, its stdout and stderr in PATH; stdout {"pid": N} when it
-started, {"pid": N, "rc": R} when it ended (R as subprocess reports it: -SIG when killed by a
-signal). The zygote never runs torch ops itself (a fork after OpenMP started would hang), and
-uses no threads (a fork copies only the forking thread, with whatever locks others held).
+Protocol (one JSON object per line): stdin {"argv": ["-m", MODULE, ...] | [SCRIPT, ...], "env":
+{...}, "log": PATH} starts a command with exactly that environment, its stdout and stderr in PATH;
+stdout {"pid": N} when it started, {"pid": N, "rc": R} when it ended (R as subprocess reports it:
+-SIG when killed by a signal). The zygote never runs torch ops itself (a fork after OpenMP started
+would hang), and uses no threads (a fork copies only the forking thread, with whatever locks
+others held).
 """
 from __future__ import annotations
 
 import json
 import os
+import runpy
 import select
 import sys
 
 import torch
 
 torch.use_deterministic_algorithms(False)  # its first call imports most of torch's compiler stack
+import repro.launch  # noqa: E402,F401
+import repro.tables  # noqa: E402,F401
+import repro.train  # noqa: E402,F401
 from repro.data import digits  # noqa: E402
-from repro.train import main  # noqa: E402
 
 digits.read_split("train"), digits.read_split("val")  # rendered once (cached per process)
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            sys.modules.pop(argv[1], None)  # preloaded: runpy runs a fresh copy as __main__, like `python -m`
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
+            runpy.run_path(argv[0], run_name="__main__")
+        return 0
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - shown in the log, as python would show it
+        import traceback
+        traceback.print_exc()
+        return 1
 
 
 def _child(req: dict) -> None:
@@ -34,15 +62,7 @@ def _child(req: dict) -> None:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
-    sys.argv = ["repro.train", *req["argv"]]
-    try:
-        code = main(req["argv"])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: BLE001 - shown in the log, like an uncaught error of the CLI
-        import traceback
-        traceback.print_exc()
-        code = 1
+    code = _run(req["argv"])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

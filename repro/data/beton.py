@@ -163,9 +163,8 @@ def read_identity(folder: Path, fix: str) -> dict:
     import json
     p = Path(folder) / IDENTITY
     if not p.is_file():
-        raise DataError(f"{folder} has no {IDENTITY} saying which data set its .beton files hold (written by "
-                        f"repro.data.write); {fix}, or record it with `python -m repro.data.write identify NAME "
-                        f"--out {folder}`")
+        raise DataError(f"{folder} has no {IDENTITY} (which data set its .beton files hold); {fix}, or, if "
+                        f"they are right, record it: `python -m repro.data.write identify NAME --out {folder}`")
     try:
         ident = json.loads(p.read_text())
         ok = ident.get("format") == IDENTITY_FORMAT and all(
