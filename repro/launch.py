@@ -178,7 +178,9 @@ def _lock_table(spec: TableSpec, args, cluster: str) -> FolderLock:
     launch waits up to --lock-wait seconds, then says what the first is doing."""
     checks.check_root(Path(args.root))
     folder = table_dir(Path(args.root), spec)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        args.created_table_dir = folder  # removed again if the launch leaves it empty
     what = f"launch {spec.name} --cluster {cluster}{' --smoke' if args.smoke else ''}"
     try:
         return acquire_waiting(folder / LAUNCH_LOCK, what, args.lock_wait, on_wait=lambda who: print(
@@ -247,6 +249,9 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         return _launch(spec, args, c, cluster, held)
     finally:
         held.release()
+        created = getattr(args, "created_table_dir", None)
+        if created is not None and not any(created.iterdir()):
+            created.rmdir()  # a launch refused before it did anything leaves no trace
 
 
 def _launch(spec: TableSpec, args, c: Cluster, cluster: str, held: FolderLock) -> int:

@@ -39,6 +39,10 @@ class RunDirError(RuntimeError):
     """The folder cannot be used for the requested run (the message says why and what to do)."""
 
 
+class FolderInUse(RunDirError):
+    """Another process holds the run folder's lock (the message names it); nothing was touched."""
+
+
 def read_json_file(path: Path, what: str = "a JSON object") -> dict:
     """A JSON object from ``path``; RunDirError naming the file when it is not one."""
     try:

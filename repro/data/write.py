@@ -92,19 +92,20 @@ def main(argv=None) -> int:
 
 
 def _check_out(out) -> None:
-    """--out must be a folder we can create files in (checked before any work, by writing)."""
+    """--out must be (or be creatable as) a folder we can write to; checked before any work, and
+    without creating anything (a refused command leaves everything as it was)."""
     import os
     from pathlib import Path
     if out is None:
         return
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        probe = Path(out) / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise DataError(f"--out {out} is not a writable folder ({e.strerror or e}); give a folder you can "
-                        "write to") from None
+    probe = Path(out).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"--out {out} is not a folder path ({probe} is a file); give a folder path")
+    if not os.access(probe, os.W_OK | os.X_OK):  # EROFS for a read-only file system, root included
+        raise DataError(f"--out {out} is not a writable folder ({probe} is read-only or not yours); give a "
+                        "folder you can write to")
 
 
 def _identity_problem(name: str, splits: dict) -> str:

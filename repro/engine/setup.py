@@ -16,7 +16,7 @@ from repro import dist, rundir
 from repro.config import Config, ConfigError
 from repro.io import clean_tmp
 from repro.lock import FolderLock, LockHeld
-from repro.rundir import RunDirError
+from repro.rundir import FolderInUse, RunDirError
 
 from .init import check_init
 
@@ -79,7 +79,7 @@ def _lock_and_prepare(cfg: Config, run_dir: Path, world_size: int) -> tuple[Fold
     try:
         held = FolderLock(run_dir / rundir.LOCK, f"python -m repro.train, {world_size} process(es)").acquire()
     except LockHeld as e:
-        raise RunDirError(f"run folder {run_dir} is in use by {e}; one process trains a folder at a time - "
+        raise FolderInUse(f"run folder {run_dir} is in use by {e}; one process trains a folder at a time - "
                           "wait for it to end or stop it") from None
     except OSError as e:
         raise RunDirError(f"run folder {run_dir} is not writable ({e.strerror or e}); give a folder you "
@@ -111,13 +111,13 @@ def prepare_folder(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> tuple[str,
             held, state, info = _lock_and_prepare(cfg, run_dir, denv.world_size)
             out = (state, {k: v for k, v in info.items() if k != "ckpt"})
             ckpt = info["ckpt"]
-        except (RunDirError, ConfigError) as e:
+        except (RunDirError, ConfigError) as e:  # (FolderInUse is a RunDirError)
             out = ("error", {"message": str(e), "type": type(e).__name__})
         except OSError as e:  # e.g. the disk is full: name the file, keep what is there
             out = ("error", {"message": f"{e.filename or run_dir}: {e.strerror or e}", "type": "RunDirError"})
     out = dist.broadcast_object(out)
     if out[0] == "error":
-        cls = RunDirError if out[1]["type"] == "RunDirError" else ConfigError
+        cls = {"RunDirError": RunDirError, "FolderInUse": FolderInUse}.get(out[1]["type"], ConfigError)
         raise cls(out[1]["message"])
     if denv.is_main:
         out[1]["ckpt"] = ckpt
