@@ -247,6 +247,9 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         return 2
     try:
         return _launch(spec, args, c, cluster, held)
+    except KeyboardInterrupt:  # local runs were told to stop (they checkpoint); SLURM jobs stay queued
+        print(f"interrupted: launch of {spec.name} stopped; launch again to resume its runs", file=sys.stderr)
+        return 130
     finally:
         held.release()
         created = getattr(args, "created_table_dir", None)

@@ -12,7 +12,8 @@ Format (LevelDB-log style, as written by wandb-core):
   then 32 KiB blocks of chunks: uint32 LE crc32(type_byte+data), uint16 LE len, uint8 type
   type 1=FULL 2=FIRST 3=MIDDLE 4=LAST; payload = serialized wandb_internal_pb2.Record
 wandb-core writes the file in its own service process, after `run.finish()` has returned
-(measured with wandb 0.31.0: the exit record lands up to ~0.1 s later), so `load_run` waits for
+(measured with wandb 0.31.0: the exit record lands up to ~0.1 s later; with 0.18.0 the second run's
+file was still empty), so `load_run` waits for
 the run's exit record before it reads the run.
 """
 import json, struct, time, zlib
@@ -20,7 +21,7 @@ from importlib.metadata import version
 
 from packaging.specifiers import SpecifierSet
 
-KNOWN = SpecifierSet(">=0.31,<0.32")
+KNOWN = SpecifierSet(">=0.18,<0.32")  # checked: 0.18.0 (requirements/lowest.txt) and 0.31.0 (tested.txt)
 
 
 def format_known() -> tuple[bool, str]:
@@ -38,6 +39,8 @@ def iter_records(path, verify_crc=True):
     from wandb.proto import wandb_internal_pb2 as pb
     with open(path, "rb") as f:
         data = f.read()
+    if len(data) < HDR:  # not even the header yet: wandb's service has not started writing
+        return
     ident, magic, version = struct.unpack("<4sHB", data[:7])
     assert ident == b":W&B" and magic == 0xBEE1 and version == 0, (ident, magic, version)
     pos, buf = 7, b""
