@@ -142,8 +142,8 @@ class FolderLock:
                 log.warning("taking over %s from %s: it no longer holds the lock", self.path, describe(rec, age))
             return
         if age is not None and age < stale_s():
-            self._close()
-            raise LockHeld(describe(rec, age))
+            self._close()  # (the kernel lock was free: a host-local flock, or that host died)
+            raise LockHeld(f"{describe(rec, age)}; taken over once its heartbeat is {stale_s():.0f} s old")
         log.warning("taking over %s from %s: no heartbeat for more than %.0f s", self.path, describe(rec, age),
                     stale_s())
 
