@@ -56,8 +56,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         write_tmp(tmp, data)
         os.replace(tmp, path)
-    except BaseException:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
+    except BaseException as e:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     _fsync_dir(path.parent)
 

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from repro.lock import FolderLock, LockHeld, acquire_waiting, holder
 from repro.papers import PROTOCOLS, load_table
 from repro.papers.spec import TableSpec
 from repro.runs import checks
@@ -32,6 +33,7 @@ from repro.runs.plan import Plan, plan, table_dir
 from repro.runs.submit import Cluster
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
+LAUNCH_LOCK = "launch.lock"  # ROOT/<table>/launch.lock: one launcher per table root (repro/lock.py)
 
 
 def print_plan(p: Plan, file=None) -> None:
@@ -67,7 +69,10 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
         epilog="States in the plan: done (result.json done), running (a recorded job is pending or "
                "running), to resume (checkpoint.pt, no live job), new, failed (shown with its reason; "
                "resubmitted only with --retry-failed), blocked (its baseline failed).\n"
-               "Exit codes: 0 ok, 1 a run failed (local/--wait), 2 bad input (nothing submitted).")
+               "One launch per table root at a time (ROOT/<table>/launch.lock; a second one waits --lock-wait "
+               "seconds, then says what the first is doing).\n"
+               "Exit codes: 0 ok, 1 a run failed (local/--wait), 2 bad input or another launch of the table "
+               "is in progress (nothing submitted).")
     ap.add_argument("--cluster", choices=CLUSTERS, default="auto",
                     help="auto = slurm when `sbatch` is on PATH, else local (with --smoke: local); "
                          "debug = in this process")
@@ -97,6 +102,10 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--wait", action="store_true",
                     help="slurm: wait for the runs and build the table here (local/debug always wait)")
     ap.add_argument("--no-table", action="store_true", help="do not build the table after the runs")
+    ap.add_argument("--lock-wait", type=float, default=60, metavar="SECONDS",
+                    help="how long to wait while another launch of this table (same --root) is planning "
+                         "or submitting, or running its local runs (default 60); then say what it is doing "
+                         "and exit 2")
     ap.add_argument("--local-jobs", type=int, default=2,
                     help="local: runs at once on this machine (default 2; each after its baseline)")
     g = ap.add_argument_group("cluster resources (per run)")
@@ -189,6 +198,9 @@ def _dry_run(spec: TableSpec, args, c: Cluster) -> int:
     print_plan(p)
     print("\n".join(layout))
     _memory(p, c, sys.stdout)
+    who = holder(table_dir(Path(args.root), spec) / LAUNCH_LOCK)
+    if who:
+        print(f"note: a launch of {spec.name} is in progress: {who}")
     for check, what in ((checks.check_data_for, "the data is not ready"),
                         (checks.check_starting_points, "a starting point is missing")):
         try:
@@ -215,12 +227,34 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     return p, data_dir, raw_dir
 
 
-def _submit_to_slurm(spec: TableSpec, args, c: Cluster, p: Plan) -> bool:
+def _lock_table(spec: TableSpec, args, cluster: str) -> FolderLock:
+    """One launcher per table root: planning and submitting hold ROOT/<table>/launch.lock (on this
+    machine's clusters, also while the runs run: they are submitted as slots free up). A second
+    launch waits up to --lock-wait seconds, then says what the first is doing."""
+    checks.check_root(Path(args.root))
+    folder = table_dir(Path(args.root), spec)
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        args.created_table_dir = folder  # removed again if the launch leaves it empty
+    what = f"launch {spec.name} --cluster {cluster}{' --smoke' if args.smoke else ''}"
+    try:
+        return acquire_waiting(folder / LAUNCH_LOCK, what, args.lock_wait, on_wait=lambda who: print(
+            f"[launch] another launch of {spec.name} holds {folder}: {who}; waiting up to "
+            f"{args.lock_wait:.0f} s", file=sys.stderr))
+    except LockHeld as e:
+        raise LaunchError(f"{folder} is being launched by {e}; wait for it to finish (watch it with "
+                          f"`python launch/{spec.name}.py --dry-run --root {args.root}`), or raise --lock-wait") from None
+    except OSError as e:
+        raise LaunchError(f"cannot lock {folder} ({e.strerror or e}); give a --root you can write to") from None
+
+
+def _submit_to_slurm(spec: TableSpec, args, c: Cluster, p: Plan, held: FolderLock) -> bool:
     """Submit the waves (and the table job); True when the launcher should return now."""
     from repro.runs.submit import make_executor, submit_slurm, wait_slurm
     from repro.tables import TableJob
     submitted = submit_slurm(c, p)
     if args.wait:
+        held.release()  # every job is recorded: another launch now sees them as running
         wait_slurm(p)
         return False
     if not args.no_table:
@@ -269,6 +303,27 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         if args.dry_run:
             return _dry_run(spec, args, c)
         layout = _layout(spec, args, c)  # before anything is created or submitted
+        held = _lock_table(spec, args, cluster)
+    except (LaunchError, DataError, ConfigError, RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _launch(spec, args, c, cluster, held, layout)
+    except KeyboardInterrupt:  # local runs were told to stop (they checkpoint); SLURM jobs stay queued
+        print(f"interrupted: launch of {spec.name} stopped; launch again to resume its runs", file=sys.stderr)
+        return 130
+    finally:
+        held.release()
+        created = getattr(args, "created_table_dir", None)
+        if created is not None and not any(created.iterdir()):
+            created.rmdir()  # a launch refused before it did anything leaves no trace
+
+
+def _launch(spec: TableSpec, args, c: Cluster, cluster: str, held: FolderLock, layout: list[str]) -> int:
+    from repro.config import ConfigError
+    from repro.data.errors import DataError
+    from repro.rundir import RunDirError
+    try:
         p, data_dir, raw_dir = _prepare(spec, args)
         print("\n".join(layout), file=sys.stderr)
         if cluster == "slurm":
@@ -280,7 +335,7 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
     if not any(pl.submit for pl in p.runs):
         print("[launch] nothing to submit", file=sys.stderr)
     elif cluster == "slurm":
-        if _submit_to_slurm(spec, args, c, p):
+        if _submit_to_slurm(spec, args, c, p, held):
             return 0
     else:
         from repro.runs.local import run_locally

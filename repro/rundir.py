@@ -25,15 +25,37 @@ from pathlib import Path
 
 import torch
 
-from repro.config import Config, ConfigError, identity_diff
-from repro.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, read_json
+from repro.config import Config, ConfigError, config_hash, identity_diff, run_name
+from repro.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
-CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID = (
-    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt")
+CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID, LOCK = (
+    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt", "lock")
+# result.json keys that must be numbers when present (the table builder computes with them)
+NUMERIC = ("val_top1", "val_top5", "val_loss", "flops_reduction", "dense_val_top1", "dense_val_top5",
+           "soft_val_top1", "pruned_val_top1", "train_loss", "train_top1", "wall_s")
 
 
 class RunDirError(RuntimeError):
     """The folder cannot be used for the requested run (the message says why and what to do)."""
+
+
+class FolderInUse(RunDirError):
+    """Another process holds the run folder's lock (the message names it); nothing was touched."""
+
+
+def read_json_file(path: Path, what: str = "a JSON object") -> dict:
+    """A JSON object from ``path``; RunDirError naming the file when it is not one."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except UnicodeDecodeError:
+        obj = None
+    except ValueError as e:
+        raise RunDirError(f"{path} is not valid JSON ({e}); repair it or move it away") from None
+    except OSError as e:
+        raise RunDirError(f"{path} cannot be read ({e.strerror or e})") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} does not hold {what}; repair it or move it away")
+    return obj
 
 
 # ----------------------------------------------------------------------------- config
@@ -43,33 +65,97 @@ def prepare(run_dir: Path, cfg: Config) -> str:
     A folder whose config.json differs from ``cfg`` in any key that changes the computation is
     refused: silently mixing two runs' checkpoints and metrics would corrupt both.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cpath = run_dir / CONFIG
-    if cpath.exists():
-        try:
-            old = Config.from_dict(read_json(cpath))
-        except (ValueError, ConfigError) as e:
-            raise RunDirError(f"{cpath} is unreadable ({e}); use a new --run-dir") from None
-        diff = identity_diff(old, cfg)
-        if diff:
-            shown = ", ".join(f"{k}: folder has {a!r}, requested {b!r}" for k, a, b in
-                              ((k, *v) for k, v in list(diff.items())[:4]))
-            raise RunDirError(f"run folder {run_dir} holds a different run ({shown}); refusing to overwrite "
-                              "it - use another --run-dir")
-    else:
-        atomic_write_json(cpath, cfg.to_dict())
-    res = read_result(run_dir)
-    if res is not None and res.get("status") == "done":
+    check_config(run_dir, cfg)
+    make_folder(run_dir)
+    if not (run_dir / CONFIG).exists():
+        atomic_write_json(run_dir / CONFIG, cfg.to_dict())
+    if done_result(run_dir, cfg) is not None:
         return "done"
     return "resume" if (run_dir / CHECKPOINT).exists() else "new"
 
 
+def check_config(run_dir: Path, cfg: Config) -> None:
+    """The folder's config.json (if any) is this run's; read only."""
+    cpath = Path(run_dir) / CONFIG
+    if not cpath.exists():
+        return
+    try:
+        old = Config.from_dict(read_json_file(cpath))
+    except (ValueError, ConfigError) as e:
+        raise RunDirError(f"{cpath} is unreadable ({e}); use a new --run-dir") from None
+    diff = identity_diff(old, cfg)
+    if diff:
+        shown = ", ".join(f"{k}: folder has {a!r}, requested {b!r}" for k, a, b in
+                          ((k, *v) for k, v in list(diff.items())[:4]))
+        raise RunDirError(f"run folder {run_dir} holds a different run ({shown}); refusing to overwrite "
+                          "it - use another --run-dir")
+
+
+def make_folder(run_dir: Path) -> None:
+    """Create the run folder (and its parents); one line when the path cannot be a folder."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a folder; give a folder path") from None
+    except NotADirectoryError:
+        raise RunDirError(f"--run-dir {run_dir} lies below a file ({_file_above(run_dir)}); give a folder "
+                          "path") from None
+    except OSError as e:
+        raise RunDirError(f"cannot create the run folder {run_dir} ({e.strerror or e}); give a folder you "
+                          "can write to") from None
+
+
+def _file_above(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path
+
+
+def check_path(run_dir: Path) -> None:
+    """Before anything is created: the run folder path can be (or is) a folder. Read only."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a folder; give a folder path")
+    above = _file_above(run_dir)
+    if above != run_dir:
+        raise RunDirError(f"--run-dir {run_dir} lies below a file ({above}); give a folder path")
+
+
 # ----------------------------------------------------------------------------- result
 def read_result(run_dir: Path) -> dict | None:
+    """result.json, or None if there is none; RunDirError (one line naming the file) if it is
+    malformed: not a JSON object, an unknown status, or a non-numeric number field."""
     p = Path(run_dir) / RESULT
     if not p.exists():
         return None
-    return read_json(p)
+    res = read_json_file(p, "a run result (a JSON object)")
+    if res.get("status") not in ("done", "failed"):
+        raise RunDirError(f"{p} has status {res.get('status')!r}, not done|failed; move it away to run again")
+    for k in NUMERIC:
+        v = res.get(k)
+        if (res["status"] == "done" and k in ("val_top1", "val_top5", "flops_reduction") and v is None) or \
+                (v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))):
+            raise RunDirError(f"{p}: {k} is {v!r}, not a number; the file was edited or damaged - move it "
+                              "away and run again")
+    return res
+
+
+def done_result(run_dir: Path, cfg: Config) -> dict | None:
+    """The result of a finished run of ``cfg`` in this folder, or None when it is not done: no
+    result.json, a failed one, or a done one whose model.pt is missing (the run then finishes
+    again from its checkpoint). A result of another run (its config hash or name differ, e.g. a
+    file copied from another seed's folder) is refused."""
+    res = read_result(run_dir)
+    if res is None or res["status"] != "done":
+        return None
+    want = {"config_hash": config_hash(cfg), "run_name": run_name(cfg)}
+    got = {k: res.get(k) for k in want}
+    if got != want:
+        raise RunDirError(f"{Path(run_dir) / RESULT} belongs to run {got['run_name']} (config hash "
+                          f"{got['config_hash']}), not to {want['run_name']}; move it away")
+    if not (Path(run_dir) / MODEL).is_file():
+        return None
+    return res
 
 
 def write_result(run_dir: Path, result: dict) -> None:
@@ -89,14 +175,30 @@ def append_metrics(run_dir: Path, row: dict) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """Every epoch's row. A torn last line (a writer killed mid-line: no final newline) is
+    dropped; any other line that is not a JSON object is an error naming the line."""
     p = Path(run_dir) / METRICS
+    if not p.exists():
+        return []
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{p} cannot be read ({e}); move it away") from None
+    lines = text.split("\n")
     rows = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn final line from a killed writer
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            if i == len(lines):  # no newline after it: the line being written when the writer died
+                break
+            raise RunDirError(f"{p} line {i} is not an epoch's metrics ({line[:40]!r}); delete that line "
+                              "(epochs after the checkpoint are rewritten on resume)")
+        rows.append(row)
     return rows
 
 
@@ -119,9 +221,13 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         return None
     try:
         # Our own file (RNG states are plain Python/numpy objects), so full unpickling is fine.
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint is only ever replaced atomically, so this is not a torn write
-        raise RunDirError(f"{p} cannot be read ({type(e).__name__}: {e}); move it away to restart the run") from None
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - replaced only atomically, so damaged or foreign, never torn by us
+        raise RunDirError(f"{p} cannot be read (truncated, damaged or not a torch file: {type(e).__name__}); "
+                          "move it away to restart the run from scratch") from None
+    if not isinstance(ckpt, dict):
+        raise RunDirError(f"{p} is not a prunerepro checkpoint; move it away to restart the run from scratch")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- environment
@@ -150,11 +256,22 @@ def job_ids(environ=os.environ) -> dict:
     return {k.lower(): environ[k] for k in keys if environ.get(k)}
 
 
+def read_env(run_dir: Path) -> dict:
+    """env.json ({} when absent); RunDirError naming the file when it is malformed."""
+    p = Path(run_dir) / ENV
+    if not p.exists():
+        return {}
+    env = read_json_file(p, "the run's environment record (a JSON object)")
+    if not isinstance(env.get("attempts", []), list):
+        raise RunDirError(f"{p}: attempts is not a list; repair it or move it away")
+    return env
+
+
 def record_attempt(run_dir: Path, *, hosts: list[str], world_size: int, source: str, device: str,
                    resumed_from: dict | None) -> dict:
     """Append this attempt to env.json (created on the first attempt) and return the whole record."""
     p = Path(run_dir) / ENV
-    env = read_json(p) if p.exists() else {}
+    env = read_env(run_dir)
     code = code_version()
     env.setdefault("code", code)
     env["python"] = sys.version.split()[0]

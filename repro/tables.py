@@ -34,6 +34,8 @@ from repro.papers.spec import TableSpec
 from repro.report.collect import collect
 from repro.report.plot import render_png
 from repro.report.render import render_csv, render_md, render_tex
+from repro.rundir import RunDirError
+from repro.runs.errors import LaunchError
 
 TEXT_SUFFIXES = (".md", ".tex", ".csv")  # compared by --check (the .png depends on matplotlib's version)
 
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
         prog="python -m repro.tables", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build a paper table (NAME.md, .tex, .csv, .png) from its run folders. "
                     "NAME is a table declared in repro/papers/ (launch/NAME.py launches it).",
-        epilog="Exit codes: 0 ok, 1 --check found stale or hand-edited files, 2 bad input.")
+        epilog="Exit codes: 0 ok, 1 --check found stale or hand-edited files, 2 bad input (including a "
+               "malformed file in a run folder, named).")
     ap.add_argument("name", help="table name, e.g. table1, table2, snf_cifar")
     ap.add_argument("--root", default=None, help="folder holding the run folders (default runs/, --smoke: runs/smoke)")
     ap.add_argument("--out", default=None, help="folder for the table files (default tables/, --smoke: ROOT/tables)")
@@ -120,6 +123,14 @@ def main(argv=None) -> int:
     out = a.out or (str(Path(root) / "tables") if a.smoke else "tables")
     if not Path(root).is_dir():  # allowed: the table then shows the paper side and "missing" runs
         print(f"warning: --root {root} does not exist; every run shows as missing", file=sys.stderr)
+    try:
+        return _build_or_check(spec, root, out, a)
+    except (RunDirError, LaunchError) as e:  # a run folder's file is malformed: named in one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _build_or_check(spec: TableSpec, root: str, out: str, a) -> int:
     if a.check:
         problems = check(spec, root, out, smoke=a.smoke)
         for p in problems:

@@ -11,8 +11,11 @@ checkpoint resumes exactly (model, optimiser, lr schedule position, method state
 sums, per-rank RNG, loader position); a folder holding another config is refused. The loop and
 the methods are in ``repro.engine``.
 
-Exit codes of the CLI: 0 done, 1 failed (result.json says why), 2 bad input (config, folder,
-data, environment), 75 preempted after a checkpoint - requeue me.
+Exit codes of the CLI: 0 done, 1 failed (result.json says why; or the machine failed it, e.g. a
+full disk: nothing recorded, the checkpoint kept), 2 bad input (config, folder, data, environment;
+nothing touched) or the folder is in use by another process (its lock names it), 75 stopped by
+a signal (checkpoint written, or nothing trained since the last one) - requeue me, 130 Ctrl-C
+(the same, then exit).
 """
 from __future__ import annotations
 
@@ -25,13 +28,15 @@ from pathlib import Path
 from repro import dist, rundir
 from repro.config import Config, ConfigError, config_hash, help_text, run_name
 from repro.engine import setup
-from repro.engine.errors import EXIT_FAILED, EXIT_REQUEUE, EXIT_USAGE, Preempted, TrainingFailed
+from repro.engine.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Preempted, RunEnvironmentError,
+                                 TrainingFailed, stopped)
 from repro.engine.logs import RunLogging
 from repro.engine.loop import Session, execute
+from repro.engine.signals import StopFlag
 
 log = logging.getLogger("repro.train")
 
-__all__ = ["run", "main", "Preempted", "TrainingFailed"]
+__all__ = ["run", "main", "Preempted", "TrainingFailed", "RunEnvironmentError"]
 
 
 def _record_failure(s: Session, e: BaseException) -> None:
@@ -44,23 +49,36 @@ def _record_failure(s: Session, e: BaseException) -> None:
         s.wandb.finish(exit_code=EXIT_FAILED)
 
 
-def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device) -> dict:
-    """Inside the process group: prepare the folder, then the loop."""
-    state, info = setup.prepare_folder(cfg, run_dir, denv)
-    if state == "done":
-        return rundir.read_result(run_dir)
+def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag) -> dict:
+    """Inside the process group: lock and prepare the folder, then the loop."""
+    state, info, held = setup.prepare_folder(cfg, run_dir, denv)
+    try:
+        if state == "done":
+            return rundir.read_result(run_dir)
+        return _train(cfg, run_dir, denv, device, stop, info)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _train(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, info: dict) -> dict:
     logs = RunLogging(run_dir, denv.rank)
-    session = None
     try:
         if info and info.get("prev"):
-            log.warning("previous attempt failed (%s); retrying from the last checkpoint", info["prev"].get("reason"))
+            log.warning("previous attempt did not end done (%s); retrying from the last checkpoint",
+                        info["prev"].get("reason") or "its model.pt is missing")
         if info and info.get("removed"):
             log.info("removed partial files of a killed writer: %s", ", ".join(info["removed"]))
-        session = Session(cfg, run_dir, denv, device)
+        session = Session(cfg, run_dir, denv, device, stop=stop, ckpt=(info or {}).get("ckpt"))
         try:
             result = execute(session)
         except (Preempted, KeyboardInterrupt):
             raise
+        except OSError as e:
+            # The machine, not the run: a full disk, a vanished mount. The last good checkpoint is
+            # kept and no "failed" result is written (it could not be, or would hide a resumable run).
+            raise RunEnvironmentError(f"{e.filename or run_dir}: {e.strerror or e}; the last good checkpoint "
+                                      "is kept - fix this and run again to resume") from None
         except Exception as e:
             _record_failure(session, e)
             raise
@@ -68,35 +86,43 @@ def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device) -> dict:
             session.wandb.finish(exit_code=0)
         return result
     finally:
-        if session is not None:
-            session.stop.restore()
         logs.close()
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
     """Train, prune and evaluate one run into ``run_dir``; return its result.json content.
 
-    Raises ConfigError / RunDirError / DataError / DistEnvError for bad input, TrainingFailed
-    when the run failed (result.json says why), Preempted after a signal-triggered checkpoint.
+    Raises ConfigError / RunDirError / DataError / DistEnvError for bad input (found before the
+    folder is touched wherever possible), TrainingFailed when the run failed (result.json says
+    why), RunEnvironmentError when the machine failed it (e.g. a full disk; nothing recorded),
+    Preempted (Interrupted for Ctrl-C) after a stop signal: a checkpoint was written at a step
+    boundary, or nothing was trained since the last one.
     """
-    setup.load_plugins()
-    run_dir = Path(run_dir).resolve()
-    setup.preflight(cfg, run_dir)
-    # Finished runs return at once, before any process group or data is touched.
-    res = rundir.read_result(run_dir) if (run_dir / rundir.CONFIG).exists() else None
-    if res is not None and res.get("status") == "done":
-        rundir.prepare(run_dir, cfg)  # still refuses a folder that holds another config
-        return res
-    denv = dist.detect()
-    device = dist.pick_device(cfg.device, denv)
-    owns_group = denv.distributed and not dist.initialized()
-    with setup.process_switches(cfg):
-        dist.init(denv, device)
-        try:
-            return _run_here(cfg, run_dir, denv, device)
-        finally:
-            if owns_group:
-                dist.teardown()
+    stop = StopFlag()
+    stop.install()  # first: from here on a stop signal never kills the process half-way
+    try:
+        setup.load_plugins()
+        run_dir = Path(run_dir).resolve()
+        denv = dist.detect()
+        setup.preflight(cfg, run_dir, denv)
+        # Finished runs return at once, before any process group or lock.
+        res = rundir.done_result(run_dir, cfg) if run_dir.is_dir() else None
+        if res is not None:
+            rundir.check_config(run_dir, cfg)  # still refuses a folder that holds another config
+            return res
+        if stop.signum is not None:
+            raise stopped(stop.signum, f"{stop.name} during start-up: nothing was written")
+        device = dist.pick_device(cfg.device, denv)
+        owns_group = denv.distributed and not dist.initialized()
+        with setup.process_switches(cfg):
+            dist.init(denv, device)
+            try:
+                return _run_here(cfg, run_dir, denv, device, stop)
+            finally:
+                if owns_group:
+                    dist.teardown()
+    finally:
+        stop.restore()
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -104,8 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m repro.train",
         description="Train (and prune) one run into a run folder; resumes from whatever the folder holds. "
-                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed, 2 bad input, "
-                    "75 preempted after a checkpoint (requeue).",
+                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed, 2 bad input or the folder "
+                    "is in use by another process (nothing touched), 75 stopped by a signal (checkpoint kept; "
+                    "requeue), 130 Ctrl-C.",
         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.05; "
                    "preset=cifar|imagenet picks a paper recipe (default: by the arch)")
@@ -130,17 +157,26 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else Path(args.root) / run_name(cfg)
         result = run(cfg, run_dir)
     except (ConfigError, rundir.RunDirError, DataError, dist.DistEnvError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return EXIT_USAGE
-    except TrainingFailed as e:
-        print(f"failed: {e}", file=sys.stderr)
+    except (TrainingFailed, RunEnvironmentError) as e:
+        _say(f"failed: {e}")
         return EXIT_FAILED
     except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
-        return EXIT_REQUEUE
+        _say(f"{'interrupted' if e.exit_code == EXIT_INTERRUPTED else 'preempted'}: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:  # before the handlers were installed: nothing was written yet
+        _say("interrupted: stopped during start-up; nothing was written")
+        return EXIT_INTERRUPTED
     print(f"{run_dir}: val top-1 {result['val_top1']:.2f} top-5 {result['val_top5']:.2f} "
           f"({result['flops_reduction']:.1f}% fewer conv MACs)")
     return 0
+
+
+def _say(line: str) -> None:
+    """One line on stderr; under torchrun/srun only rank 0 says it (every rank exits the same way)."""
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) in ("0", ""):
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

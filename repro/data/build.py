@@ -51,7 +51,6 @@ def _check_cfg(cfg) -> None:
 
 def check_data(cfg) -> None:
     """Cheap pre-flight check of a `repro.config.DataConfig`; raises DataError (one line)."""
-    from .beton import check_beton
     _check_cfg(cfg)
     if cfg.loader == "ffcv":
         try:
@@ -64,8 +63,7 @@ def check_data(cfg) -> None:
                 return  # converted on demand into the cache folder
             raise DataError(f"data.ffcv_dir is empty: convert the data with `{_write_cmd(cfg)}` "
                             f"and set data.ffcv_dir=DIR (or use data.loader=plain)")
-        for split in ("train", "val"):
-            check_beton(Path(cfg.ffcv_dir) / f"{split}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
+        _check_betons(Path(cfg.ffcv_dir), cfg)
         return
     if cfg.name == "cifar10":
         from . import cifar10
@@ -81,6 +79,24 @@ def check_data(cfg) -> None:
         imagenet.list_classes(cfg.path)
         if not (Path(cfg.path) / "val").is_dir():
             raise DataError(f"ImageNet: {cfg.path} has no val/ folder (expected val/<wnid>/*.JPEG)")
+
+
+def _check_betons(folder: Path, cfg) -> dict:
+    """Both .beton files sound, and the data set they hold is ``cfg.name``; returns the identity."""
+    from .beton import check_beton, check_identity
+    fix = f"rebuild with `{_write_cmd(cfg)}`"
+    counts = {s: check_beton(folder / f"{s}.beton", fix=fix) for s in ("train", "val")}
+    return check_identity(folder, cfg.name, counts, fix)
+
+
+def data_classes(cfg) -> int:
+    """How many classes the configured data set has, without building a loader (after check_data)."""
+    if cfg.loader == "ffcv" and cfg.ffcv_dir:
+        return _check_betons(Path(cfg.ffcv_dir), cfg)["splits"]["train"]["label_max"] + 1
+    if cfg.name == "imagenet" and cfg.loader == "plain":
+        from . import imagenet
+        return len(imagenet.list_classes(cfg.path))
+    return 10  # cifar10, digits
 
 
 def _beton_labels(path: Path) -> np.ndarray:
@@ -106,14 +122,12 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
     common = dict(batch_size=per_rank, seed=seed, rank=rank, world=world_size)
 
     if cfg.loader == "ffcv":
-        from .beton import check_beton
         from .loaders_ffcv import FfcvLoader
         folder = Path(cfg.ffcv_dir) if cfg.ffcv_dir else None
         if folder is None:  # digits only (check_data refused the others)
             from .digits import ensure_cached
             folder = ensure_cached()
-        n = {s: check_beton(folder / f"{s}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
-             for s in ("train", "val")}
+        n = {s: rec["images"] for s, rec in _check_betons(folder, cfg)["splits"].items()}
         num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
         make = lambda split, train, res: FfcvLoader(  # noqa: E731
             str(folder / f"{split}.beton"), n[split], kind=cfg.name, res=res, resize=cfg.val_resize,

@@ -208,6 +208,9 @@ def write(src: str | Path, out: str | Path, *, max_res: int = 512, quality: int 
         counts[split] = write_image_split(Path(out) / f"{split}.beton", source, mode=mode,
                                           max_res=max_res, quality=quality, workers=workers)
         counts["converted"] += source.converted
+    from .beton import write_identity
+    write_identity(Path(out), "imagenet", f"python -m repro.data.write imagenet --src {src} --max-res {max_res} "
+                                          f"--quality {quality} --mode {mode}")
     return counts
 
 

@@ -71,12 +71,21 @@ def write(s: "Session", epoch: int, batch: int, partial) -> None:
 
 def check(ckpt: dict, s: "Session") -> None:
     """Refuse a checkpoint of another format or another run (before anything is built from it)."""
-    where = s.run_dir / rundir.CHECKPOINT
+    validate(ckpt, s.cfg, s.run_dir, s.denv.world_size)
+
+
+def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
+    """The checkpoint is ours, of this run, and resumable with ``world_size`` processes (a
+    mid-epoch position is per rank). Read only; RunDirError in one line."""
+    where = run_dir / rundir.CHECKPOINT
     if ckpt.get("format") != FORMAT:
-        raise rundir.RunDirError(f"{where} is not a {FORMAT} file")
-    if ckpt["config_hash"] != config_hash(s.cfg):
-        raise rundir.RunDirError(f"{where} belongs to config {ckpt['config_hash']}, not {config_hash(s.cfg)}; "
+        raise rundir.RunDirError(f"{where} is not a {FORMAT} file; move it away to restart the run from scratch")
+    if ckpt.get("config_hash") != config_hash(cfg):
+        raise rundir.RunDirError(f"{where} belongs to config {ckpt.get('config_hash')}, not {config_hash(cfg)}; "
                                  "use another --run-dir")
+    if ckpt.get("batch") and ckpt.get("world_size") != world_size:
+        raise rundir.RunDirError(f"{where} was taken mid-epoch with {ckpt.get('world_size')} processes; resume it "
+                                 f"with {ckpt.get('world_size')}, not {world_size}")
 
 
 def restore(ckpt: dict, s: "Session") -> None:

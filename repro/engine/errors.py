@@ -10,7 +10,24 @@ class TrainingFailed(RuntimeError):
     """The run cannot go on (e.g. the loss became NaN); result.json is marked failed."""
 
 
+class RunEnvironmentError(RuntimeError):
+    """The machine failed the run (e.g. the disk is full): not recorded as a failed run, since
+    the last good checkpoint is intact and the run resumes once the cause is fixed."""
+
+
 class Preempted(RuntimeError):
     """A stop signal arrived; a checkpoint was written at a step boundary. Requeue the run."""
 
     exit_code = EXIT_REQUEUE
+
+
+class Interrupted(Preempted):
+    """Ctrl-C (SIGINT): handled like a stop signal (checkpoint at a step boundary), exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def stopped(signum: int | None, message: str) -> Preempted:
+    """The exception a stop signal ends the run with: Interrupted for SIGINT, else Preempted."""
+    import signal
+    return (Interrupted if signum == signal.SIGINT else Preempted)(message)

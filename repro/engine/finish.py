@@ -1,11 +1,18 @@
 """The final phase of a run: the method delivers its model, the loop evaluates and counts it, and
 rank 0 writes model.pt and then result.json (written last: its presence with status done means
-the run is done)."""
+the run is done).
+
+Everything it needs is in the last checkpoint (weights, method state, the last epoch's metrics in
+``last``), so a run stopped anywhere in here - killed, or told to stop (``halt``: before the
+phase, and before the files are written) - finishes again from that checkpoint with the same
+result."""
 from __future__ import annotations
 
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from repro import dist, rundir
 from repro.config import config_hash, run_name
@@ -43,6 +50,25 @@ def _result_fields(s: "Session", delivered, final: dict) -> dict[str, Any]:
     }
 
 
+def halt(s: "Session", where: str) -> None:
+    """Collective: if a stop signal arrived, stop here without writing anything. For points where
+    nothing was trained since the last checkpoint (start-up, the final phase): the last
+    checkpoint and result stay as they are; the next start continues from them."""
+    flag = torch.tensor([0.0 if s.stop.signum is None else 1.0], device=s.device)
+    if dist.active():
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if not flag.item():
+        return
+    from .errors import Preempted, stopped
+    name, signum = s.stop.name, s.stop.signum
+    log.warning("%s received %s: nothing to save since the last checkpoint; stopping", name, where)
+    if s.wandb is not None:
+        s.wandb.finish(exit_code=Preempted.exit_code)
+    s.stop.restore()
+    s.stop.chain()  # e.g. submitit's requeue handler (it exits the process itself)
+    raise stopped(signum, f"{name} {where}: the last checkpoint is kept as it was; resume by running again")
+
+
 def _saved_and_timed(s: "Session", delivered, x) -> tuple[str | None, dict]:
     """Rank 0: write model.pt, read it back and check that it computes what was evaluated
     (``exact``), time it against the dense model (``latency``). Returns (the failure reason or
@@ -66,6 +92,7 @@ def _saved_and_timed(s: "Session", delivered, x) -> tuple[str | None, dict]:
 
 
 def finish(s: "Session") -> dict:
+    halt(s, "before the final phase")
     model = dist.revert_sync_bn(s.model).eval()
     dist.broadcast_buffers_(model)  # before the digest check and whatever the method does to it
     delivered, fields = s.method.deliver(s.context(), model, s.last)  # raises if not exact
@@ -79,6 +106,7 @@ def finish(s: "Session") -> dict:
     result: dict[str, Any] = {"status": "done", "reason": "", **fields, "rank_weight_sha256": digests,
                               **_result_fields(s, delivered, final), "eval_precision": "float32",
                               "train_precision": s.precision.name}
+    halt(s, "in the final phase")  # nothing written yet: the next start redoes this phase
     failure, extra = None, {}
     if s.is_main:
         x = s.precision.prep(next(iter(s.loaders.val.iterate()))[0])

@@ -50,6 +50,18 @@ def check_exists(init_from: str, run_dir: Path) -> None:
         raise ConfigError(f"prune.init_from: {resolve(init_from, run_dir)} does not exist")
 
 
+def check_init(init_from: str, run_dir: Path, arch: str, num_classes: int) -> None:
+    """Before the run folder is touched: the starting weights exist, load, are a dense ``arch``
+    with a ``num_classes`` head (every method starts from a dense model)."""
+    if not init_from:
+        return
+    check_exists(init_from, run_dir)
+    model = load_init(init_from, run_dir, arch, num_classes)
+    if model.spec != DENSE:
+        raise ConfigError(f"prune.init_from: {init_from} holds a pruned model ({len(model.spec.convs)} convs "
+                          "narrowed); training starts from a dense one")
+
+
 def _torchvision(init_from: str, arch: str) -> nn.Module:
     try:
         model = tv.load_model(init_from, arch=arch)

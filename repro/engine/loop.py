@@ -23,7 +23,7 @@ from repro.config import Config, run_name
 from repro.metrics import EpochSums
 
 from . import checkpoint
-from .errors import Preempted, TrainingFailed
+from .errors import Preempted, TrainingFailed, stopped
 from .logs import Progress
 from .methods import Context, Dense, for_config
 from .precision import Precision, exact_float32
@@ -49,6 +49,7 @@ class Session:
     step: int = 0           # optimizer steps so far
     partial: Any = None     # epoch sums of a mid-epoch checkpoint
     last: dict = field(default_factory=dict)  # the last finished epoch's metrics
+    ckpt: Any = None        # the checkpoint the folder's inspection already read (rank 0), if any
     lr: float = 0.0
     # built by build():
     loaders: Any = None
@@ -205,10 +206,10 @@ def preempt(s: Session, epoch: int, batch: int, sums: EpochSums | None, *, writt
         # Never fails: the preemption signal reaches wandb's service process too (SLURM signals
         # every process of the step) and a dead service must not turn a requeue into a failure.
         s.wandb.finish(exit_code=Preempted.exit_code)
-    name = s.stop.name
+    name, signum = s.stop.name, s.stop.signum
     s.stop.restore()
     s.stop.chain()  # e.g. submitit's requeue handler (it exits the process itself)
-    raise Preempted(f"{name}: checkpoint written at epoch {epoch} batch {batch}; resume by running again")
+    raise stopped(signum, f"{name}: checkpoint written at epoch {epoch} batch {batch}; resume by running again")
 
 
 def train_epoch(s: Session, epoch: int) -> dict[str, float]:
@@ -253,7 +254,8 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
 def start(s: Session) -> dict | None:
     """Load the checkpoint (rank 0 first), record this attempt, trim metrics the checkpoint does
     not cover. Returns the checkpoint (every rank) or None for a fresh run."""
-    ckpt = rundir.load_checkpoint(s.run_dir) if s.is_main else None
+    ckpt = (s.ckpt if s.ckpt is not None else rundir.load_checkpoint(s.run_dir)) if s.is_main else None
+    s.ckpt = None  # not kept alive for the whole run
     has_ckpt = dist.broadcast_object(ckpt is not None)
     if has_ckpt and not s.is_main:
         ckpt = rundir.load_checkpoint(s.run_dir)
@@ -294,17 +296,18 @@ def execute(s: Session) -> dict:
     """The whole run from whatever the folder holds; returns result.json's content."""
     from repro.wandb_log import WandbLog
 
-    from .finish import finish
+    from .finish import finish, halt
     cfg = s.cfg
+    s.stop.install()  # (repro.train.run installed it already, at start-up)
     build(s, start(s))
     s.wandb = WandbLog(s.run_dir, setting=cfg.log.wandb, project=cfg.log.project, group=cfg.log.group,
                        name=run_name(cfg), config=cfg.to_dict(), is_main=s.is_main)
-    s.stop.install()
     log.info("run %s: %s, %d epoch(s), %d process(es) on %s, %d train batches/epoch/rank",
              run_name(cfg), s.method.name, cfg.train_epochs, s.denv.world_size, s.device,
              min(len(s.loaders.train), cfg.schedule.train_batches or len(s.loaders.train)))
     if s.method.before_training(s.context(), s.model):
         checkpoint.write(s, s.epoch, s.batch, None)
+    halt(s, "before training")
     for epoch in range(s.epoch, cfg.train_epochs):
         run_epoch(s, epoch)
     return finish(s)

@@ -1,7 +1,12 @@
 """Stop signals only set a flag; the loop checkpoints at the next step boundary.
 
-Whatever handler was installed before (submitit's requeue handler for its preemption signal) is
-called after our checkpoint (``chain``), so the scheduler integration keeps working.
+Installed at the very start of ``repro.train.run`` and kept until it returns, so a signal at any
+moment (start-up, training, the final phase) ends the run in one of two ways: a checkpoint at a
+step boundary, or - when nothing was trained since the last one - no write at all; either way
+exit 75 (SIGINT, i.e. Ctrl-C: exit 130). Whatever handler was installed before (submitit's
+requeue handler for its preemption signal) is called after our checkpoint (``chain``), so the
+scheduler integration keeps working; Python's own SIGINT handler is not (it would raise
+KeyboardInterrupt through the clean exit).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None),
-                                 signal.SIGTERM) if s is not None)
+                                 signal.SIGTERM, signal.SIGINT) if s is not None)
 
 
 class StopFlag:
@@ -23,6 +28,8 @@ class StopFlag:
         self.replaced: dict[int, Any] = {}  # what restore() put back, for chain()
 
     def install(self) -> None:
+        if self.previous:  # already installed (run() installs it before the Session exists)
+            return
         if threading.current_thread() is not threading.main_thread():
             log.warning("not in the main thread: stop signals are not caught (no checkpoint on preemption)")
             return
@@ -47,5 +54,5 @@ class StopFlag:
     def chain(self) -> None:
         """Hand the signal to the handler that was there before us (after restore())."""
         prev = self.replaced.get(self.signum)
-        if callable(prev):
+        if callable(prev) and prev is not signal.default_int_handler:
             prev(self.signum, None)

@@ -16,6 +16,8 @@ from typing import Sequence
 
 from repro.io import atomic_write_json
 
+from .errors import LaunchError
+
 JOBS_FILE = "jobs.json"
 JOBS_DIR = "_jobs"  # submitit's pickles and logs, ROOT/<table>/_jobs/<job id>/
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED",
@@ -28,9 +30,13 @@ def read_jobs(run_dir: Path) -> list[dict]:
     if not p.exists():
         return []
     try:
-        return json.loads(p.read_text()).get("jobs", [])
-    except (OSError, ValueError):
-        return []
+        jobs = json.loads(p.read_text()).get("jobs")
+    except (OSError, ValueError, AttributeError) as e:
+        raise LaunchError(f"{p} is not a readable jobs record ({type(e).__name__}); repair it or move it "
+                          "away (it only lists the jobs that worked on the run)") from None
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) and "job_id" in j for j in jobs):
+        raise LaunchError(f"{p}: 'jobs' is not a list of job records; repair it or move it away")
+    return jobs
 
 
 def write_jobs(run_dir: Path, jobs: list[dict]) -> None:

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from repro.config import Config, run_name
 from repro.engine.init import RUN_PREFIX
 from repro.papers.spec import RunSpec, TableSpec
-from repro.rundir import CHECKPOINT, read_result
+from repro.lock import holder
+from repro.rundir import CHECKPOINT, LOCK, MODEL, done_result, read_result
 
 from . import cost, jobs
 from .errors import LaunchError
@@ -84,11 +85,14 @@ def _declare(spec: TableSpec, root: Path, smoke: bool, data_dir, raw_dir) -> lis
 
 def _folder_state(pl: Planned) -> dict | None:
     """What the run folder says; returns the last recorded job if it may still be alive."""
-    res = read_result(pl.run_dir) if pl.run_dir.is_dir() else None
+    res = read_result(pl.run_dir) if pl.run_dir.is_dir() else None  # RunDirError if malformed
     recorded = jobs.read_jobs(pl.run_dir)
     if res and res.get("status") == "done":
-        pl.state = "done"
-        return None
+        if done_result(pl.run_dir, pl.cfg) is not None:  # RunDirError if it is another run's result
+            pl.state = "done"
+            return None
+        pl.detail = f"result.json says done but {MODEL} is missing: the final phase runs again"
+        res = None
     if res and res.get("status") == "failed":
         pl.state, pl.detail = "failed", str(res.get("reason", "")).splitlines()[0][:200] if res.get("reason") else ""
     elif recorded and recorded[-1].get("final_state"):
@@ -96,6 +100,10 @@ def _folder_state(pl: Planned) -> dict | None:
         pl.state, pl.detail = "failed", f"job {last['job_id']} ended {last['final_state']} without a result"
     elif (pl.run_dir / CHECKPOINT).exists():
         pl.state = "resume"
+    who = holder(pl.run_dir / LOCK) if pl.state != "failed" else None
+    if who:  # a trainer holds the folder (started by another launch, or by hand): never a second one
+        pl.state, pl.detail = "running", f"in use by {who}"
+        return None
     if recorded and not recorded[-1].get("final_state") and pl.state != "failed":
         return recorded[-1]
     return None

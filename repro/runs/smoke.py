@@ -16,7 +16,7 @@ def prepare_smoke_data(spec: TableSpec, data_root: Path) -> tuple[Path, Path]:
     reused when already there (a second --smoke does no work)."""
     kind = spec.smoke_data["kind"]
     raw, ffcv = data_root / f"{kind}-raw", data_root / kind
-    if (ffcv / "train.beton").exists() and (ffcv / "val.beton").exists():
+    if all((ffcv / f).exists() for f in ("train.beton", "val.beton", "dataset.json")):
         return ffcv, raw
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in spec.smoke_data.items() if k != "kind"]
     steps = []

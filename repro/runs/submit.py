@@ -61,7 +61,12 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise
         except Exception as e:  # noqa: BLE001 - recorded for the table, then re-raised for SLURM
             # The trainer records its own failures; this covers a crash before it could (import
-            # error, unusable run folder), so the table shows the reason, not "running" forever.
+            # error, bad input found before the folder was touched), so the table shows the reason,
+            # not "running" forever. Not recorded: a folder in use by another process (it is that
+            # process's to write) and a machine failure (the run resumes once it is fixed).
+            from repro.train import RunEnvironmentError
+            if isinstance(e, (rundir.FolderInUse, RunEnvironmentError)):
+                raise
             run_dir = Path(self.run_dir)
             res = rundir.read_result(run_dir) if run_dir.is_dir() else None
             if _is_main_task() and run_dir.is_dir() and (res is None or res.get("status") != "failed"):
