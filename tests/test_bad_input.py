@@ -26,6 +26,7 @@ import torch
 
 from repro import rundir
 from repro.config import Config, run_name
+from repro.papers import load_table
 from conftest import REPO, pause_at_step
 from tests.test_train import TINY, TIMING, model_state
 
@@ -275,8 +276,9 @@ def test_identify_refuses_what_the_files_cannot_be(warm, digits_betons, tmp_path
     shutil.copytree(Path(cifar_smoke_data) / "cifar10", data)
     before = _snapshot(data)
     rc, out = warm.run(["-m", "repro.data.write", "identify", "digits", "--out", str(data)])
-    assert rc == 2 and out.strip() == (f"error: {data} cannot hold digits: it has 128/64 train/val images, the "
-                                       "digits split has 1437/360"), out
+    sd = load_table("table1").smoke_data  # what the fixture generated
+    assert rc == 2 and out.strip() == (f"error: {data} cannot hold digits: it has {sd['train']}/{sd['val']} "
+                                       "train/val images, the digits split has 1437/360"), out
     assert _snapshot(data) == before
 
 

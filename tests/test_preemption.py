@@ -80,7 +80,7 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
     ranks = _two_ranks(args + ["--run-dir", str(d)], env, timeout=240)
     for rank, (rc, log) in enumerate(ranks):
         assert rc == 75, f"rank {rank}: exit {rc} after {time.time() - t0:.0f}s (None = hung)\n{log[-3000:]}"
-    assert "preempted:" in ranks[0][1] and "preempted:" in ranks[1][1]
+    assert "preempted:" in ranks[0][1]  # the one line is rank 0's; every rank exits 75 (above)
     assert _ckpt(d) == where
     assert rundir.read_result(d) is None  # not failed, not done: to be requeued
     # ... and the requeued run finishes from that checkpoint (plugins off)

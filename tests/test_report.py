@@ -13,23 +13,30 @@ from repro.io import atomic_write_json
 from repro.papers import load_table
 from repro.report import verdict as V
 from repro.report.cost import Cost, measured
-from repro.rundir import ENV, write_result
+from repro.config import config_hash, run_name
+from repro.rundir import ENV, MODEL, write_result
 from repro.runs.plan import plan
 
 T1, T2 = load_table("table1"), load_table("table2")
 
 
+def write_done(pl, fields: dict) -> None:
+    """A finished run as the folder reader accepts it (rundir.done_result): a result.json of this
+    run (its name and hash, the numbers every done result carries) beside a model.pt."""
+    pl.run_dir.mkdir(parents=True, exist_ok=True)
+    write_result(pl.run_dir, {"status": "done", "val_top5": 99.0, "flops_reduction": 0.0,
+                              "run_name": run_name(pl.cfg), "config_hash": config_hash(pl.cfg), **fields})
+    (pl.run_dir / MODEL).write_bytes(b"the report never reads it")
+
+
 def write_runs(spec, root, results: dict[str, dict], envs: dict[str, dict] | None = None) -> None:
     """results: run key ('resnet20/baseline/seed0') -> result.json fields on top of a done result."""
-    folders = {pl.run.key: pl.run_dir for pl in plan(spec, root, query=False).runs}
+    planned = {pl.run.key: pl for pl in plan(spec, root, query=False).runs}
     for key, fields in results.items():
-        d = folders[key]
-        d.mkdir(parents=True, exist_ok=True)
-        write_result(d, {"status": "done", "val_images": 10_000, "num_classes": 10, "wall_s": 3600.0,
-                         "world_size": 1, "finished": "2030-01-01T00:00:00+00:00", "code_version": "test",
-                         **fields})
+        write_done(planned[key], {"val_images": 10_000, "num_classes": 10, "wall_s": 3600.0, "world_size": 1,
+                                  "finished": "2030-01-01T00:00:00+00:00", "code_version": "test", **fields})
         if envs and key in envs:
-            atomic_write_json(d / ENV, envs[key])
+            atomic_write_json(planned[key].run_dir / ENV, envs[key])
 
 
 def build(spec, root):
@@ -144,9 +151,8 @@ def test_unconfirmed_cell_gets_no_verdict_and_smoke_none_at_all(tmp_path):
     # the miniature: no verdict anywhere
     smoke_root = tmp_path / "smoke"
     key = T2.runs(smoke=True)[0].key
-    folders = {pl.run.key: pl.run_dir for pl in plan(T2, smoke_root, smoke=True, query=False).runs}
-    folders[key].mkdir(parents=True)
-    write_result(folders[key], {"status": "done", "val_top1": 70.28, "val_top5": 89.63, "wall_s": 1.0})
+    planned = {pl.run.key: pl for pl in plan(T2, smoke_root, smoke=True, query=False).runs}
+    write_done(planned[key], {"val_top1": 70.28, "val_top5": 89.63, "wall_s": 1.0})
     paths = tables.build(T2, smoke_root, smoke_root / "out", smoke=True, png=False)
     md = paths[0].read_text()
     assert "Verdict: none: a miniature run is not comparable to the paper" in md
@@ -273,8 +279,7 @@ def test_a_miniature_of_a_subset_of_rows_shows_those_rows(tmp_path):
     assert T1.smoke_rows is not None and len(T1.smoke_rows) < len(T1.rows)
     root = tmp_path / "smoke"
     pl = plan(T1, root, smoke=True, query=False).runs[0]
-    pl.run_dir.mkdir(parents=True)
-    write_result(pl.run_dir, {"status": "done", "val_top1": 9.4, "wall_s": 40.0, "world_size": 1})
+    write_done(pl, {"val_top1": 9.4, "wall_s": 40.0, "world_size": 1})
     paths = tables.build(T1, root, root / "out", smoke=True, png=False)
     md = paths[0].read_text()
     shown = [ln for ln in md.splitlines() if ln.startswith("| ResNet")]

@@ -94,8 +94,13 @@ def stand_in(work: Path, z: Sizes) -> Path:
 
 def train_config(z: Sizes, ffcv: Path):
     from repro.config import Config
+    from repro.papers.recipes import IMAGENET
+    # One process at the per-GPU batch: the paper's lr scaled to it (linear rule), or the run's
+    # divergence rule ends it (lr 0.1 at batch 8 explodes within an epoch).
+    lr = IMAGENET["optim.lr"] * z.batch / IMAGENET["data.batch_size"]
     return Config.from_overrides([
-        f"model.arch={z.arch}", f"data.ffcv_dir={ffcv}", f"data.batch_size={z.batch}", f"data.train_res={z.res}",
+        f"model.arch={z.arch}", f"data.ffcv_dir={ffcv}", f"data.batch_size={z.batch}", f"optim.lr={lr:g}",
+        f"data.train_res={z.res}",
         f"data.val_res={z.res}", f"data.val_resize={z.val_resize}", f"schedule.epochs={z.epochs}",
         "schedule.milestones=", "schedule.warmup_epochs=0", "schedule.val_batches=1", "log.wandb=disabled",
         f"device={z.device}"])
