@@ -46,7 +46,7 @@ from ..models.spec import ChannelSpec, kept_filters
 from .compact import build_compact
 from .criteria import get_criterion, select_kept
 from .knapsack import InfeasibleError, Item, solve
-from .sensitivity import LABEL, Sensitivity, measure
+from .sensitivity import LABEL
 from .sfp import prunable_modules, unwrap
 
 DEFAULT_GRID = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)  # keep fractions; 1.0 is implied
@@ -66,6 +66,7 @@ class Term:
     coef: int            # H_out * W_out * kh * kw
     cin: str | int       # prunable conv feeding it, or a constant width
     cout: str | int      # the conv itself when prunable, else a constant width
+    area: int = 1        # kh * kw: the conv's weights are ``area * cin * cout``
 
 
 @lru_cache(maxsize=None)
@@ -75,11 +76,11 @@ def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
     with torch.device("meta"):
         model = build_model(arch)
     names = {m: n for n, m in model.named_modules()}
-    dense: dict[str, tuple[int, int, int]] = {}
+    dense: dict[str, tuple[int, int, int, int]] = {}
 
     def hook(m, _inp, out):
         kh, kw = m.kernel_size
-        dense[names[m]] = (out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups, m.out_channels)
+        dense[names[m]] = (out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups, m.out_channels, kh * kw)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
@@ -89,8 +90,8 @@ def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
     layers = {c.name: c for c in prunable_convs(arch)}
     feeder = {consumer: c.name for c in layers.values() for consumer in c.consumers}
     terms = []
-    for conv, (coef, cin, cout) in dense.items():
-        terms.append(Term(conv, coef, feeder.get(conv, cin), conv if conv in layers else cout))
+    for conv, (coef, cin, cout, area) in dense.items():
+        terms.append(Term(conv, coef, feeder.get(conv, cin), conv if conv in layers else cout, area))
     return tuple(terms)
 
 
@@ -107,6 +108,17 @@ def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None)
 
 def baseline_macs(arch: str, resolution: int | None = None) -> int:
     return spec_macs(arch, {}, resolution)
+
+
+def spec_weights(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
+    """Conv weights of the compact model keeping ``kept[conv]`` filters (full-width streams)."""
+    resolution = resolution or arch_info(arch).resolution
+    full = {c.name: c.out_channels for c in prunable_convs(arch)}
+
+    def val(v):
+        return v if isinstance(v, int) else int(kept.get(v, full[v]))
+
+    return sum(t.area * val(t.cin) * val(t.cout) for t in macs_terms(arch, resolution))
 
 
 def grid_counts(arch: str, grid: Sequence[float] = DEFAULT_GRID) -> dict[str, list[int]]:
@@ -212,11 +224,13 @@ def _finish(arch, kept, resolution, base, target, method, **kw) -> SearchResult:
 
 def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: float, *,
            resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-           max_buckets: int = 1 << 18) -> SearchResult:
+           max_buckets: int = 1 << 18, weight_bonus: float = 0.0) -> SearchResult:
     """Exact least-rise kept counts with reduction in ``[target, target + tolerance]`` percent.
 
     ``rise[conv][k]``: loss rise of keeping ``k`` filters of ``conv`` (from ``Sensitivity.rise``);
     the full width is always an option with rise 0. Convs absent from ``rise`` stay dense.
+    ``weight_bonus``: subtracted from an option's rise per fraction of the dense model's conv
+    weights it keeps (a Lagrange multiplier that favours keeping weights; 0 = plain SNF).
     """
     start = time.perf_counter()
     check_target(target_percent)
@@ -235,6 +249,7 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
         options[name] = sorted(curve.items())
 
     base = baseline_macs(arch, resolution)
+    per_weight = weight_bonus / spec_weights(arch, {}, resolution)
     lower, upper = _window(base, target_percent, tolerance)
     items, combos, constant = [], [], 0
     grouped = _groups(arch, terms)
@@ -252,7 +267,8 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
             kept = {n: k for n, (k, _) in zip(names, choice)}
             val = lambda v: v if isinstance(v, int) else kept[v]  # noqa: E731
             costs.append(sum(t.coef * val(t.cin) * val(t.cout) for t in group_terms[gi]))
-            losses.append(sum(r for _, r in choice))
+            losses.append(sum(r for _, r in choice)
+                          - per_weight * sum(t.area * val(t.cin) * val(t.cout) for t in group_terms[gi]))
             picks.append(kept)
         items.append(Item("+".join(names), tuple(costs), tuple(losses)))
         combos.append(picks)
@@ -323,30 +339,37 @@ def snf_prune(model: nn.Module, arch: str, heldout_batches: Iterable[tuple[torch
               target_percent: float, *, grid: Sequence[float] = DEFAULT_GRID, criterion: str = "l2",
               uniform: bool = False, resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
               cache_dir=None, progress: bool | None = None, generator: torch.Generator | None = None,
-              ) -> tuple[nn.Module, ChannelSpec, dict]:
+              variant: str | None = None) -> tuple[nn.Module, ChannelSpec, dict]:
     """Search, prune and build the compact model (no fine-tuning; that is the trainer's part).
 
     ``model``: the trained dense ``arch`` (not modified). ``heldout_batches``: ``(images,
-    labels)`` pairs NOT used for training (ignored when ``uniform``). ``target_percent``: conv-MACs
-    reduction in percent. ``uniform=True`` gives the uniform-rate baseline at the same FLOPs
-    (``uniform_search``); otherwise SNF (``search`` on ``sensitivity.measure`` curves).
+    labels)`` pairs NOT used for training (ignored when ``uniform`` or by data-free variants).
+    ``target_percent``: conv-MACs reduction in percent. ``uniform=True`` gives the uniform-rate
+    baseline at the same FLOPs (``uniform_search``); otherwise the search ``variant`` (a key of
+    ``snf_variants.VARIANTS``; None = ``snf_variants.DEFAULT_VARIANT``).
     Returns ``(compact_model, spec, report)``; ``report`` is JSON-ready and carries ``label``.
     The compact model's conv MACs are counted with ``repro.flops.count`` and must equal the
     searched value (AssertionError otherwise).
     """
+    from .snf_variants import DEFAULT_VARIANT, Context, get_variant
+
     resolution = resolution or arch_info(arch).resolution
     check_target(target_percent)
     model = unwrap(model)
-    sens: Sensitivity | None = None
-    if uniform:
+    chosen = None if uniform else get_variant(variant or DEFAULT_VARIANT)
+    info: dict = {}
+    if chosen is None:
         result = uniform_search(arch, target_percent, resolution=resolution)
     else:
-        if heldout_batches is None:
+        batches = None if heldout_batches is None else list(heldout_batches)
+        if chosen.needs_data and not batches:
             raise ValueError("SNF needs held-out batches for its sensitivity curves")
-        counts = grid_counts(arch, grid)
-        sens = measure(model, arch, heldout_batches, counts, criterion=criterion, cache_dir=cache_dir,
-                       progress=progress)
-        result = search(arch, sens.rise, target_percent, resolution=resolution, tolerance=tolerance)
+        ctx = Context(model, arch, batches, target_percent, tuple(grid), criterion, resolution, tolerance,
+                      cache_dir, progress)
+        start = time.perf_counter()
+        result = chosen.run(ctx)
+        info = dict(ctx.info, variant=chosen.name, variant_summary=chosen.summary,
+                    variant_wall_s=round(time.perf_counter() - start, 3))
     indices = kept_indices(model, arch, result.kept, criterion, generator)
     compact = build_compact(model, arch, indices)
     counted = count(compact, resolution).conv_macs
@@ -354,10 +377,5 @@ def snf_prune(model: nn.Module, arch: str, heldout_batches: Iterable[tuple[torch
         raise AssertionError(f"compact model counts {counted} conv MACs, the search promised {result.conv_macs}")
     report = result.to_json()
     report.update({"arch": arch, "criterion": criterion, "grid": list(grid) if not uniform else None,
-                   "compact_conv_macs": counted})
-    if sens is not None:
-        report.update({"sensitivity_wall_s": round(sens.wall_s, 3), "sensitivity_cached": sens.cached,
-                       "sensitivity_key": sens.key, "heldout_images": sens.num_images,
-                       "heldout_base_loss": sens.base_loss, "heldout_base_top1": sens.base_top1,
-                       "bn_recalibration": sens.bn_recalibration})
+                   "compact_conv_macs": counted, **info})
     return compact, compact.spec, report
