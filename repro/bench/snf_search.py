@@ -157,16 +157,19 @@ def sweep(a, log=print) -> list[dict]:
         data = Digits((full.train[0][:n], full.train[1][:n]), (full.heldout[0][:a.heldout], full.heldout[1][:a.heldout]),
                       full.val)
     key = protocol_key(a)
-    done = {(r["arch"], r["reduction"], r["seed"], r["method"]): r for r in read_results(a.results, key)}
+
+    def finished():  # re-read each time: several sweeps (e.g. one per arch or seed) may share the file
+        return {(r["arch"], r["reduction"], r["seed"], r["method"]): r for r in read_results(a.results, key)}
+
     for arch in a.archs:
         for seed in a.seeds:
-            todo = [(r, m) for r in a.reductions for m in ("uniform", *a.variants)
-                    if (arch, r, seed, m) not in done]
-            if not todo:
+            done = finished()
+            if all((arch, r, seed, m) in done for r in a.reductions for m in ("uniform", *a.variants)):
                 continue
             model, info = baseline(arch, seed, data, a, cache, log)
             for reduction in a.reductions:
                 for method in ("uniform", *a.variants):
+                    done = finished()
                     if (arch, reduction, seed, method) in done:
                         continue
                     uni = done.get((arch, reduction, seed, "uniform"))
