@@ -105,12 +105,15 @@ def test_paired_tests():
     assert paired_tests([0.0, 0.0]) == (1.0, None)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
 def test_harness_quick_end_to_end(tmp_path):
-    start = time.perf_counter()
+    """--quick runs every method end to end in well under a minute of CPU (one thread, in this
+    process: CPU time, unlike wall time, does not depend on what else the machine runs)."""
+    torch.set_num_threads(1)
+    start = time.process_time()
     argv = ["--quick", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     assert snf_search.main(argv) == 0
-    assert time.perf_counter() - start < 60
+    assert time.process_time() - start < 45
     rows = [json.loads(line) for line in (tmp_path / "snf_search.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"uniform", *VARIANTS}
     uni = next(r for r in rows if r["method"] == "uniform")
@@ -121,8 +124,8 @@ def test_harness_quick_end_to_end(tmp_path):
     md = (tmp_path / "snf_search.md").read_text()
     assert "| resnet20 | 50% | uniform | 1 |" in md and "Verdict" in md
     # resumable: a rerun finds everything done and trains nothing
-    start = time.perf_counter()
+    start = time.process_time()
     assert snf_search.main(argv) == 0
     assert len((tmp_path / "snf_search.jsonl").read_text().splitlines()) == len(rows)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 5
     assert not math.isnan(uni["top1"])
