@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -42,8 +43,8 @@ from ..rundir import atomic_torch_save, load_torch_file
 from ..snf import Digits, accuracy, batches, load_digits, recalibrated_accuracy, train, train_baseline
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULTS = dict(archs=("resnet20", "resnet56"), reductions=(50.0, 70.0), seeds=(1, 2, 3, 4, 5),
-                variants=tuple(VARIANTS), baseline_epochs=20, finetune_epochs=10, lr=0.05,
+DEFAULTS = dict(archs=("resnet20", "resnet56"), reductions=(50.0, 70.0), seeds=None, n_seeds=5,
+                variants=tuple(VARIANTS), baseline_epochs=20, finetune_epochs=10, lr=0.05, min_baseline=97.0,
                 finetune_lr=0.005, batch_size=64, heldout=180, grid=DEFAULT_GRID)
 # --quick: every code path on a slice of the data, seconds per run (the numbers mean nothing)
 QUICK = dict(archs=("resnet20",), reductions=(50.0,), seeds=(0,), baseline_epochs=1, finetune_epochs=1,
@@ -162,11 +163,27 @@ def sweep(a, log=print) -> list[dict]:
         return {(r["arch"], r["reduction"], r["seed"], r["method"]): r for r in read_results(a.results, key)}
 
     for arch in a.archs:
-        for seed in a.seeds:
+        accepted = 0
+        for seed in (a.seeds or itertools.count(1)):
+            if not a.seeds and accepted == a.n_seeds:
+                break  # default: the first n_seeds seeds (from 1) whose baseline is accepted
             done = finished()
+            if (arch, None, seed, "baseline") in done:
+                continue
             if all((arch, r, seed, m) in done for r in a.reductions for m in ("uniform", *a.variants)):
+                accepted += 1
                 continue
             model, info = baseline(arch, seed, data, a, cache, log)
+            if info["val_top1"] < a.min_baseline:
+                # A diverged baseline is no test of pruning: the seed is left out, for every method
+                # alike (the rule looks only at the dense model, never at a pruned result).
+                if (arch, None, seed, "baseline") not in done:
+                    append_result(a.results, {"arch": arch, "reduction": None, "seed": seed, "method": "baseline",
+                                              "rejected": True, "baseline_top1": info["val_top1"],
+                                              "protocol_key": key, "protocol": protocol(a)})
+                log(f"{arch} seed {seed}: baseline val top-1 {info['val_top1']:.2f} < {a.min_baseline}: seed left out")
+                continue
+            accepted += 1
             for reduction in a.reductions:
                 for method in ("uniform", *a.variants):
                     done = finished()
@@ -187,11 +204,15 @@ def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m repro.bench.snf_search", description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", nargs="+", default=None, help=f"default {' '.join(DEFAULTS['archs'])}")
     p.add_argument("--reductions", nargs="+", type=float, default=None, help="nominal FLOPs reductions, percent")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="baseline seeds (default 1 2 3 4 5)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="baseline seeds (default: the first --n-seeds from 1 whose baseline is accepted)")
+    p.add_argument("--n-seeds", type=int, default=None, help="default 5")
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all")
     p.add_argument("--baseline-epochs", type=int, default=None)
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--heldout", type=int, default=None, help="images held out for the search (default 180)")
+    p.add_argument("--min-baseline", type=float, default=None,
+                   help="leave out a seed whose dense baseline has a lower val top-1 (default 97)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see the README)")
     p.add_argument("--out", help="folder for results.jsonl and snf_search.md (default: docs/)")
     p.add_argument("--results", help="results file (default OUT/snf_search.jsonl)")

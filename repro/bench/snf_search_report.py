@@ -45,10 +45,20 @@ def _p(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def rejected_seeds(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """(arch, seed) -> baseline top-1 of the seeds left out for a diverged baseline."""
+    return {(r["arch"], r["seed"]): r["baseline_top1"] for r in rows if r.get("rejected")}
+
+
+def kept_rows(rows: list[dict]) -> list[dict]:
+    out = rejected_seeds(rows)
+    return [r for r in rows if r["method"] != "baseline" and (r["arch"], r["seed"]) not in out]
+
+
 def summarise(rows: list[dict]) -> tuple[list[dict], dict]:
     """One entry per (arch, reduction, method) and the verdict per variant."""
     by = defaultdict(dict)
-    for r in rows:
+    for r in kept_rows(rows):
         by[(r["arch"], r["reduction"], r["method"])][r["seed"]] = r
     settings = sorted({(a, red) for a, red, _ in by}, key=lambda s: (int(s[0][6:]), s[1]))
     methods = ["uniform"] + [m for m in VARIANTS if any((a, red, m) in by for a, red in settings)]
@@ -136,6 +146,8 @@ def write_report(rows: list[dict], a) -> None:
     from ..rundir import atomic_write_bytes
 
     entries, verdict = summarise(rows)
+    left_out = rejected_seeds(rows)
+    rows = kept_rows(rows)
     base = defaultdict(list)
     for r in rows:
         if r["method"] == "uniform" and r["reduction"] == min(a.reductions):
@@ -149,7 +161,9 @@ several processes may share the results file, e.g. one per `--archs`). This file
 abstract-level reimplementation, not the authors' code.
 
 Protocol: {', '.join(f'{k} = {v}' for k, v in proto.items())}. Baselines (val top-1 on 360
-images): {'; '.join(f'{k} {_ms(v)}' for k, v in base.items()) or '-'}. Uniform runs first at the
+images): {'; '.join(f'{k} {_ms(v)}' for k, v in base.items()) or '-'}. Seeds left out because their dense
+baseline stayed below {a.min_baseline:g}% (a rule on the dense model only, the same for every method):
+{', '.join(f'{k[0]} seed {k[1]} ({v:.2f}%)' for k, v in sorted(left_out.items())) or 'none'}. Uniform runs first at the
 nominal reduction; every variant then gets the reduction uniform achieved as its target (column
 "Δ FLOPs": how far above uniform's it lands, in points; at most 0.1). Same baseline, fine-tuning
 schedule and data order for every method of a seed. "top-1 pruned, BN re-est.": before fine-tuning,
