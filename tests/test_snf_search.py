@@ -129,3 +129,10 @@ def test_harness_quick_end_to_end(tmp_path):
     assert len((tmp_path / "snf_search.jsonl").read_text().splitlines()) == len(rows)
     assert time.process_time() - start < 5
     assert not math.isnan(uni["top1"])
+    # a seed whose dense baseline misses the bar is recorded as left out and never pruned
+    other = tmp_path / "strict"
+    assert snf_search.main(["--quick", "--out", str(other), "--cache-dir", str(tmp_path / "cache"),
+                            "--min-baseline", "101"]) == 0
+    left = [json.loads(line) for line in (other / "snf_search.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["rejected"]) for r in left] == [("baseline", True)]
+    assert "resnet20 seed 0" in (other / "snf_search.md").read_text()

@@ -48,7 +48,7 @@ DEFAULTS = dict(archs=("resnet20", "resnet56"), reductions=(50.0, 70.0), seeds=N
                 finetune_lr=0.005, batch_size=64, heldout=180, grid=DEFAULT_GRID)
 # --quick: every code path on a slice of the data, seconds per run (the numbers mean nothing)
 QUICK = dict(archs=("resnet20",), reductions=(50.0,), seeds=(0,), baseline_epochs=1, finetune_epochs=1,
-             heldout=12, train_images=128)
+             heldout=12, train_images=128, min_baseline=0.0)
 
 
 def cache_root() -> Path:
