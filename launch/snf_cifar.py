@@ -1,64 +1,12 @@
 #!/usr/bin/env python
-"""SNF (Liu et al., 2021) on CIFAR-10: ResNet-56 at 52.94% and ResNet-110 at 68.68% FLOPs reduction,
-each from a trained baseline of the same seed. SNF here is an abstract-level reimplementation (the
-paper body and code were not available; papers.md), and every row says so.
+"""SNF (2021, abstract-level reimplementation): CIFAR-10 ResNet-56 @ 52.94% and ResNet-110 @ 68.68% FLOPs.
+The runs and the paper's values are declared in repro/papers/ (see repro.papers.TABLES).
 
-    python launch/snf_cifar.py --smoke
-    python launch/snf_cifar.py --data /datasets/cifar10-ffcv --dry-run
-
-Run `python launch/snf_cifar.py --help` for every flag.
+    python launch/snf_cifar.py --smoke            # the miniature table, here, no SLURM
+    python launch/snf_cifar.py --dry-run          # the full plan with a GPU-hours estimate
+    python launch/snf_cifar.py --help             # every flag
 """
-from repro.tablespec import Row, TableSpec, load_table, paper, unconfirmed
-
-# Baselines: the SFP CIFAR recipe (papers.md), taken from table1's declaration so that the two
-# tables cannot drift apart. SNF fine-tuning schedule: not known from the sources; our choice is
-# 100 epochs at lr 0.01 (the trainer's lr/10 for runs with prune.init_from), x0.1 at epochs 50
-# and 75 (stated in the table's notes).
-_SFP_CIFAR = load_table("table1")
-BASE, SMOKE, SMOKE_DATA = _SFP_CIFAR.base, _SFP_CIFAR.smoke, _SFP_CIFAR.smoke_data
-FINETUNE = {"prune.method": "snf", "prune.finetune_epochs": 100,
-            "schedule.warmup_epochs": 0, "schedule.milestones": (50, 75),
-            "schedule.gamma": 0.1}
-
-# arch: (FLOPs target %, top-1 change stated in the abstract: "+0.14%" = a drop of -0.14)
-PAPER = {"resnet56": (52.94, -0.14), "resnet110": (68.68, -0.03)}
-ABSTRACT_ONLY = "only the change vs baseline is stated (abstract)"
-
-
-def rows():
-    out = []
-    for arch, (target, drop) in PAPER.items():
-        model = "ResNet-" + arch[len("resnet"):]
-        base = f"{arch}/baseline"
-        out.append(Row(base, model, "baseline", {"model.arch": arch},
-                       paper={"top1": unconfirmed(ABSTRACT_ONLY)}))
-        out.append(Row(f"{arch}/snf{target:g}", model, f"SNF {target:g}% FLOPs",
-                       {"model.arch": arch, **FINETUNE, "prune.flops_reduction": target},
-                       paper={"top1": unconfirmed(ABSTRACT_ONLY), "top1_drop": paper(drop, note="abstract")},
-                       baseline=base, init_from=base, flops_target=target,
-                       flops_paper=paper(target, note="abstract"),
-                       # the sensitivity search is one forward pass per (conv, grid count): keep it small
-                       smoke={"prune.finetune_epochs": 1, "schedule.milestones": (), "prune.search_batches": 1,
-                              "data.batch_size": 8}))
-    return tuple(out)
-
-
-TABLE = TableSpec(
-    name="snf_cifar",
-    title="SNF (abstract-level reimplementation), CIFAR-10 ResNet-56/110",
-    source="Liu et al., Filter Pruning via Searching the Proper Number of Filters, arXiv 2112.07282 "
-           "(abstract only; papers.md)",
-    dataset="cifar10",
-    rows=rows(),
-    seeds=(0, 1, 2),
-    base=BASE, smoke=SMOKE, smoke_data=SMOKE_DATA,
-    metrics=("top1", "top1_drop"),
-    notes=("SNF, abstract-level reimplementation: sensitivity curves + exact multiple-choice "
-           "knapsack under the FLOPs target, then fine-tuning (papers.md).",
-           "Fine-tuning schedule (100 epochs, lr 0.01, x0.1 at 50 and 75) is this suite's choice; "
-           "the paper's is not known here."),
-)
+from repro.launch import main
 
 if __name__ == "__main__":
-    from repro.launch import main
-    raise SystemExit(main(TABLE))
+    raise SystemExit(main("snf_cifar"))

@@ -2,19 +2,26 @@
 the trainer needs, written so that they are no-ops in a single process.
 
 Detection order (the first complete source wins):
-1. torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT all set. Some but not all
-   set is an error naming the missing ones (a half-exported env is a launcher bug, not a hint).
+1. torchrun: a process identity (RANK, WORLD_SIZE or LOCAL_RANK) is set; then all of RANK,
+   WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT must be, else an error names the missing
+   ones (a half-exported env is a launcher bug, not a hint). MASTER_ADDR / MASTER_PORT alone
+   identify no process: they are often exported from a login shell and travel into every SLURM
+   job, so they never select torchrun.
 2. submitit (SUBMITIT_EXECUTOR set): ``submitit.helpers.TorchDistributedEnvironment``.
 3. SLURM task (SLURM_PROCID set, i.e. started by srun): SLURM_PROCID, SLURM_NTASKS,
    SLURM_LOCALID, SLURM_JOB_NODELIST, SLURM_JOB_ID must all be there. The master is the first
    host of the node list (``scontrol show hostnames``, else submitit's parser); the port is
    derived from the job id exactly as submitit does, so every task computes the same one.
+   ``MASTER_PORT`` overrides the port (a port can be taken; submitit honours it too);
+   ``MASTER_ADDR`` is ignored with a warning (the node list is always right, a stray
+   ``localhost`` from a login shell is not).
 4. a single process.
 Backend: nccl when the run uses CUDA, gloo otherwise.
 """
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import random
 import shutil
@@ -26,7 +33,10 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as tdist
 
+log = logging.getLogger(__name__)
+
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN_IDENTITY = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set only by a launcher, for one process
 SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
 
 
@@ -90,7 +100,7 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
     env = os.environ if environ is None else environ
     job = slurm_job_id(env)
     present = [v for v in TORCHRUN_VARS if v in env]
-    if present:
+    if any(v in env for v in TORCHRUN_IDENTITY):
         missing = [v for v in TORCHRUN_VARS if v not in env]
         if missing:
             raise DistEnvError(f"incomplete torchrun environment: {', '.join(missing)} missing "
@@ -109,6 +119,9 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
                                "(start the tasks with srun)")
         world = _int(env, "SLURM_NTASKS")
         addr = first_host(env["SLURM_JOB_NODELIST"]) if world > 1 else "127.0.0.1"
+        if env.get("MASTER_ADDR") and env["MASTER_ADDR"] != addr:
+            log.warning("MASTER_ADDR=%s ignored under SLURM: the master is %s, the first host of the "
+                        "node list (MASTER_PORT is honoured)", env["MASTER_ADDR"], addr)
         port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else master_port_for(env["SLURM_JOB_ID"])
         return _checked(DistEnv("slurm", _int(env, "SLURM_PROCID"), world, _int(env, "SLURM_LOCALID"),
                                 addr, port, job))
@@ -136,13 +149,17 @@ def pick_device(requested: str, d: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
-def init(d: DistEnv, device: torch.device, timeout_s: int = 1800) -> None:
-    """Join the process group (no-op for one process)."""
-    if not d.distributed or tdist.is_initialized():
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init(d: DistEnv, device: torch.device, timeout_s: int = 1800, *, single: bool = False) -> None:
+    """Join the process group (no-op for one process, unless ``single``: the GPU check joins a
+    one-process group to prove the backend works)."""
+    if not (d.distributed or single) or tdist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    tdist.init_process_group(backend, init_method=f"tcp://{d.master_addr}:{d.master_port}", rank=d.rank,
-                             world_size=d.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+    tdist.init_process_group(backend_for(device), init_method=f"tcp://{d.master_addr}:{d.master_port}",
+                             rank=d.rank, world_size=d.world_size, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def teardown() -> None:
@@ -151,6 +168,10 @@ def teardown() -> None:
 
 
 # ----------------------------------------------------------------------------- collectives
+def initialized() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
 def active() -> bool:
     return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
 
@@ -249,18 +270,31 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
-def convert_sync_bn(module: torch.nn.Module) -> torch.nn.Module:
-    """Swap every BatchNorm2d for SyncBatchNorm2d in place (parameters and buffers are kept)."""
-    for name, child in module.named_children():
-        if type(child) is torch.nn.BatchNorm2d:
-            child.__class__ = SyncBatchNorm2d  # same fields, only forward differs
-        else:
-            convert_sync_bn(child)
+def convert_sync_bn(module: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
+    """Synchronise every BatchNorm2d over the ranks, in place (same objects, parameters, buffers and
+    state-dict keys, so optimizer, pruner and checkpoints are unaffected).
+
+    CUDA: torch's ``SyncBatchNorm`` (fused kernels, float32 statistics; it refuses CPU input).
+    CPU: ``SyncBatchNorm2d`` above (gloo, float64 sums, a few times the memory traffic). Both are
+    swapped in by class, as their fields are BatchNorm2d's (plus SyncBatchNorm's process group).
+    """
+    cuda = device is not None and torch.device(device).type == "cuda"
+    for m in module.modules():
+        if type(m) is torch.nn.BatchNorm2d:
+            if cuda:
+                m.__class__ = torch.nn.SyncBatchNorm
+                m.process_group = None  # None = the default (world) group
+            else:
+                m.__class__ = SyncBatchNorm2d  # same fields, only forward differs
     return module
 
 
 def revert_sync_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Back to plain BatchNorm2d (what pruning, compaction and model.pt expect)."""
     for m in module.modules():
         if type(m) is SyncBatchNorm2d:
             m.__class__ = torch.nn.BatchNorm2d
+        elif type(m) is torch.nn.SyncBatchNorm:
+            m.__class__ = torch.nn.BatchNorm2d
+            del m.process_group
     return module

@@ -4,7 +4,7 @@ Two pruning conventions, side by side:
 
 * ``paper_reduction``: the papers' float keep-ratio count (what their "FLOPs↓" column means).
   With keep ratio r = 1 - prune, each dense conv's MACs are scaled by r or r^2 depending on
-  where it sits (papers.md §1 "FLOPs convention"); FC, BN, ReLU, pooling are ignored.
+  where it sits (docs/papers.md "FLOPs convention"); FC, BN, ReLU, pooling are ignored.
 * ``actual_reduction``: the conv MACs of the compact model that SFP's integer masks really
   produce (``kept = N - int(N * prune)`` per layer, full-width residual streams), counted on a
   real model instance with forward hooks.
@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -27,15 +28,6 @@ from torch import nn
 from .models import ARCHS, ChannelSpec, arch_info, build_model, check_resolution, kept_filters
 from .models.graph import prunable_convs
 
-# The FLOPs↓ values the papers PRINT (papers.md §1). They are shown beside the computed ones and
-# never used in a computation. ImageNet values differ from any single correct count.
-PRINTED_REDUCTION: dict[tuple[str, float], float] = {
-    ("resnet20", 0.1): 15.2, ("resnet20", 0.2): 29.3, ("resnet20", 0.3): 42.2,
-    ("resnet32", 0.3): 41.5,
-    ("resnet56", 0.1): 14.7, ("resnet56", 0.2): 28.4, ("resnet56", 0.3): 41.1, ("resnet56", 0.4): 52.6,
-    ("resnet110", 0.1): 14.6, ("resnet110", 0.2): 28.2, ("resnet110", 0.3): 40.8,
-    ("resnet18", 0.3): 41.8, ("resnet34", 0.3): 41.1, ("resnet50", 0.3): 41.8, ("resnet101", 0.3): 42.2,
-}
 DEFAULT_RATES = (0.1, 0.2, 0.3, 0.4)
 
 
@@ -46,14 +38,31 @@ class Counts:
     params: int      # all parameters (conv, BN affine, FC); buffers excluded
 
 
-def count(model: nn.Module, resolution: int) -> Counts:
-    """Count one image's conv/FC MACs by running the model with hooks (any model instance)."""
-    conv = fc = 0
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One conv as the MAC count sees it: MACs = coef * c_in * c_out for one image."""
+    coef: int    # H_out * W_out * kh * kw
+    c_in: int    # input channels per group
+    c_out: int
+    area: int = 1  # kh * kw: the conv's weights are area * c_in * c_out (SNF's weight-aware variant)
+
+    @property
+    def macs(self) -> int:
+        return self.coef * self.c_in * self.c_out
+
+
+def geometry_of(model: nn.Module, resolution: int) -> tuple[dict[str, ConvGeometry], int]:
+    """Every conv's geometry ({module name: ConvGeometry}, forward order) and the Linear layers'
+    MACs, from one forward pass with hooks on ``model`` (any instance: dense, masked, compact,
+    on any device including meta). The one place convs are walked for counting."""
+    names = {m: n for n, m in model.named_modules()}
+    convs: dict[str, ConvGeometry] = {}
+    fc = 0
 
     def on_conv(m: nn.Conv2d, _inp, out):
-        nonlocal conv
         kh, kw = m.kernel_size
-        conv += out.shape[1] * out.shape[2] * out.shape[3] * (m.in_channels // m.groups) * kh * kw
+        convs[names[m]] = ConvGeometry(out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups,
+                                       out.shape[1], kh * kw)
 
     def on_fc(m: nn.Linear, _inp, _out):
         nonlocal fc
@@ -75,8 +84,24 @@ def count(model: nn.Module, resolution: int) -> Counts:
         model.train(was_training)
         for h in handles:
             h.remove()
+    return convs, fc
+
+
+def count(model: nn.Module, resolution: int) -> Counts:
+    """Count one image's conv/FC MACs and the parameters of any model instance."""
+    convs, fc = geometry_of(model, resolution)
     params = sum(p.numel() for p in model.parameters())
-    return Counts(conv, fc, params)
+    return Counts(sum(g.macs for g in convs.values()), fc, params)
+
+
+@lru_cache(maxsize=None)
+def conv_geometry(arch: str, resolution: int | None = None) -> dict[str, ConvGeometry]:
+    """The dense ``arch``'s conv geometry at ``resolution`` (default: its papers' resolution):
+    what the papers' float convention, SNF's exact MACs model and the launcher's cost estimate
+    all count from. Do not mutate the returned dict (it is cached)."""
+    resolution = resolution or arch_info(arch).resolution
+    check_resolution(arch, resolution)
+    return geometry_of(_skeleton(arch), resolution)[0]
 
 
 def _skeleton(arch: str, spec: ChannelSpec = ChannelSpec()) -> nn.Module:
@@ -101,29 +126,12 @@ def uniform_spec(arch: str, prune: float) -> ChannelSpec:
     return ChannelSpec(convs={c.name: kept_filters(c.out_channels, prune) for c in prunable_convs(arch)})
 
 
-def _per_conv_macs(arch: str, resolution: int) -> dict[str, int]:
-    macs: dict[str, int] = {}
-    model = _skeleton(arch)
-    names = {m: n for n, m in model.named_modules()}
-
-    def hook(m, _inp, out):
-        kh, kw = m.kernel_size
-        macs[names[m]] = out.shape[1] * out.shape[2] * out.shape[3] * m.in_channels * kh * kw
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, resolution, resolution, device="meta"))
-    for h in handles:
-        h.remove()
-    return macs
-
-
 def paper_scale(conv_name: str, keep: float) -> float:
-    """The papers' float factor for one conv (papers.md §1, "FLOPs convention").
+    """The papers' float factor for one conv (docs/papers.md, "FLOPs convention").
 
     Stem r; the very first block's first conv r^2 (its input is the pruned stem output); every
     other block-first conv r (its input is the full-width residual stream); every other block
-    conv r^2; projection shortcuts 1 (never pruned). papers.md spells out the layer1.0.conv1 rule
+    conv r^2; projection shortcuts 1 (never pruned). The sources state the layer1.0.conv1 rule
     for ImageNet only, but the CIFAR column needs it too: with it, every printed CIFAR value is
     reproduced to the digit (ResNet-20 at 30% gives 42.22, without it 41.00).
     """
@@ -146,10 +154,10 @@ def paper_reduction(arch: str, prune: float, resolution: int | None = None) -> f
     _check_prune(prune)
     resolution = resolution or arch_info(arch).resolution
     check_resolution(arch, resolution)
-    macs = _per_conv_macs(arch, resolution)
+    geometry = conv_geometry(arch, resolution)
     keep = 1.0 - prune
-    pruned = sum(m * paper_scale(name, keep) for name, m in macs.items())
-    return 100.0 * (1.0 - pruned / sum(macs.values()))
+    pruned = sum(g.macs * paper_scale(name, keep) for name, g in geometry.items())
+    return 100.0 * (1.0 - pruned / sum(g.macs for g in geometry.values()))
 
 
 def actual_reduction(arch: str, prune: float, resolution: int | None = None) -> float:
@@ -182,14 +190,16 @@ def report(arch: str, prune: float, resolution: int | None = None) -> dict:
         "paper_printed": None,
         "paper_printed_note": None,
     }
-    printed = PRINTED_REDUCTION.get((arch, round(prune, 4)))
+    from .papers import printed_flops  # the printed values live in the table declarations
+    pv = printed_flops(arch, prune)
+    printed = pv.value if pv is not None else None
     if printed is not None and resolution == info.resolution:
         row["paper_printed"] = printed
         if abs(printed - row["paper_reduction"]) >= 0.05:
             row["paper_printed_note"] = (
                 f"MISMATCH: the paper prints {printed}% but its own float convention, counted "
                 f"correctly, gives {row['paper_reduction']:.2f}%; the authors' ImageNet FLOPs script "
-                "has counting slips, so no single correct count reproduces that column (papers.md)")
+                "has counting slips, so no single correct count reproduces that column (docs/papers.md)")
     return row
 
 

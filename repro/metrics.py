@@ -30,8 +30,10 @@ class EpochSums:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
         n = target.shape[0]
         c1, c5 = topk_correct(logits, target)
-        self.t += torch.stack([loss.detach().double() * n, c1.double(), c5.double(),
-                               torch.tensor(float(n), dtype=torch.float64, device=self.t.device)])
+        self.t[:3] += torch.stack([loss.detach().double() * n, c1.double(), c5.double()])
+        # a Python number, not a new tensor: torch.tensor(..., device="cuda") is a blocking copy,
+        # which waits for every queued kernel and so stops the CPU from running ahead
+        self.t[3] += float(n)
 
     def state(self) -> torch.Tensor:
         return self.t.detach().cpu().clone()

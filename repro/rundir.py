@@ -1,4 +1,4 @@
-"""One run's folder: atomic writes, config check, checkpoint, metrics, result, environment.
+"""One run's folder: config check, checkpoint, metrics, result, environment.
 
 Layout (docs/ARCHITECTURE.md, "Training engine"):
   config.json      resolved config (written once; a different request for the folder is refused)
@@ -10,12 +10,11 @@ Layout (docs/ARCHITECTURE.md, "Training engine"):
   logs/rank{N}.log per-rank log
   result.json      written last and atomically; its presence with status "done" means done
 
-Every write goes to a temporary file in the same folder, is fsynced and renamed over the target,
-so a reader (or a resumed run) sees either the old or the new file, never a torn one.
+Every write goes through ``repro.io``'s atomic writes, so a reader (or a resumed run) sees either
+the old or the new file, never a torn one.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -23,139 +22,40 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from repro.config import Config, ConfigError, identity_diff
+from repro.config import Config, ConfigError, config_hash, identity_diff, run_name
+from repro.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
-CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID = (
-    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt")
-TMP_MARK = ".tmp-"
-
-# Test hook: "NAME:SECONDS[:NTH]" makes the NTH (default 1st) atomic write of file NAME in this
-# process pause for SECONDS after writing half of its bytes (and touch NAME.tmp-paused), so a test
-# can kill -9 the process in the middle of a checkpoint write.
-PAUSE_ENV = "REPRO_TEST_PAUSE_IN_WRITE"
-_writes: dict[str, int] = {}
+CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID, LOCK = (
+    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt", "lock")
+# result.json keys that must be numbers when present (the table builder computes with them)
+NUMERIC = ("val_top1", "val_top5", "val_loss", "flops_reduction", "dense_val_top1", "dense_val_top5",
+           "soft_val_top1", "pruned_val_top1", "train_loss", "train_top1", "wall_s")
 
 
 class RunDirError(RuntimeError):
     """The folder cannot be used for the requested run (the message says why and what to do)."""
 
 
-# ----------------------------------------------------------------------------- atomic writes
-def _fsync_dir(path: Path) -> None:
+class FolderInUse(RunDirError):
+    """Another process holds the run folder's lock (the message names it); nothing was touched."""
+
+
+def read_json_file(path: Path, what: str = "a JSON object") -> dict:
+    """A JSON object from ``path``; RunDirError naming the file when it is not one."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    pause = _pause_for(path.name)
-    try:
-        with open(tmp, "wb") as f:
-            if pause:
-                half = len(data) // 2
-                f.write(data[:half])
-                f.flush()
-                path.with_name(f"{path.name}{TMP_MARK}paused").touch()  # tells the test where we are
-                time.sleep(pause)
-                f.write(data[half:])
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except Exception:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _pause_for(name: str) -> float:
-    spec = os.environ.get(PAUSE_ENV, "")
-    if not spec:
-        return 0.0
-    parts = spec.split(":")
-    _writes[name] = _writes.get(name, 0) + 1
-    nth = int(parts[2]) if len(parts) > 2 else 1
-    return float(parts[1]) if parts[0] == name and _writes[name] == nth else 0.0
-
-
-def load_torch_file(path, what: str, error: type[Exception] = ValueError) -> Any:
-    """``torch.load`` (weights only, to CPU) with one-line errors naming ``what`` was being read."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise error(f"{what}: {path} does not exist") from None
-    except Exception as e:  # truncated, foreign or pickled-code file
-        raise error(f"{what}: {path} is not a readable torch file ({type(e).__name__})") from None
-
-
-def dense_state_dict(obj: Any, what: str, error: type[Exception] = ValueError) -> dict:
-    """The model weights a loaded checkpoint ``obj`` holds: ``obj`` itself or its 'state_dict' /
-    'model' entry, with DDP's 'module.' and torch.compile's '_orig_mod.' prefixes removed."""
-    for k in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(k), dict):
-            obj = obj[k]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise error(f"{what} holds no model state dict")
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
-
-
-def load_dense_weights(model: torch.nn.Module, obj: Any, what: str, error: type[Exception] = ValueError) -> None:
-    """Load ``dense_state_dict(obj)`` into ``model`` strictly; errors are one line naming ``what``."""
-    state = dense_state_dict(obj, what, error)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise error(f"{what} does not fit a dense {getattr(model, 'arch', type(model).__name__)}: "
-                    f"{lines[1].strip() if len(lines) > 1 else lines[0]}") from None
-
-
-def atomic_write_json(path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def atomic_torch_save(path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor) and o.numel() == 1:
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def read_json(path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def clean_tmp(run_dir: Path) -> list[str]:
-    """Remove temporary files a killed writer left behind; return their names."""
-    removed = []
-    for p in Path(run_dir).glob(f"*{TMP_MARK}*"):
-        p.unlink(missing_ok=True)
-        removed.append(p.name)
-    return removed
+        obj = json.loads(Path(path).read_text())
+    except UnicodeDecodeError:
+        obj = None
+    except ValueError as e:
+        raise RunDirError(f"{path} is not valid JSON ({e}); repair it or move it away") from None
+    except OSError as e:
+        raise RunDirError(f"{path} cannot be read ({e.strerror or e})") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} does not hold {what}; repair it or move it away")
+    return obj
 
 
 # ----------------------------------------------------------------------------- config
@@ -165,33 +65,97 @@ def prepare(run_dir: Path, cfg: Config) -> str:
     A folder whose config.json differs from ``cfg`` in any key that changes the computation is
     refused: silently mixing two runs' checkpoints and metrics would corrupt both.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cpath = run_dir / CONFIG
-    if cpath.exists():
-        try:
-            old = Config.from_dict(read_json(cpath))
-        except (ValueError, ConfigError) as e:
-            raise RunDirError(f"{cpath} is unreadable ({e}); use a new --run-dir") from None
-        diff = identity_diff(old, cfg)
-        if diff:
-            shown = ", ".join(f"{k}: folder has {a!r}, requested {b!r}" for k, a, b in
-                              ((k, *v) for k, v in list(diff.items())[:4]))
-            raise RunDirError(f"run folder {run_dir} holds a different run ({shown}); refusing to overwrite "
-                              "it - use another --run-dir")
-    else:
-        atomic_write_json(cpath, cfg.to_dict())
-    res = read_result(run_dir)
-    if res is not None and res.get("status") == "done":
+    check_config(run_dir, cfg)
+    make_folder(run_dir)
+    if not (run_dir / CONFIG).exists():
+        atomic_write_json(run_dir / CONFIG, cfg.to_dict())
+    if done_result(run_dir, cfg) is not None:
         return "done"
     return "resume" if (run_dir / CHECKPOINT).exists() else "new"
 
 
+def check_config(run_dir: Path, cfg: Config) -> None:
+    """The folder's config.json (if any) is this run's; read only."""
+    cpath = Path(run_dir) / CONFIG
+    if not cpath.exists():
+        return
+    try:
+        old = Config.from_dict(read_json_file(cpath))
+    except (ValueError, ConfigError) as e:
+        raise RunDirError(f"{cpath} is unreadable ({e}); use a new --run-dir") from None
+    diff = identity_diff(old, cfg)
+    if diff:
+        shown = ", ".join(f"{k}: folder has {a!r}, requested {b!r}" for k, a, b in
+                          ((k, *v) for k, v in list(diff.items())[:4]))
+        raise RunDirError(f"run folder {run_dir} holds a different run ({shown}); refusing to overwrite "
+                          "it - use another --run-dir")
+
+
+def make_folder(run_dir: Path) -> None:
+    """Create the run folder (and its parents); one line when the path cannot be a folder."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a folder; give a folder path") from None
+    except NotADirectoryError:
+        raise RunDirError(f"--run-dir {run_dir} lies below a file ({_file_above(run_dir)}); give a folder "
+                          "path") from None
+    except OSError as e:
+        raise RunDirError(f"cannot create the run folder {run_dir} ({e.strerror or e}); give a folder you "
+                          "can write to") from None
+
+
+def _file_above(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path
+
+
+def check_path(run_dir: Path) -> None:
+    """Before anything is created: the run folder path can be (or is) a folder. Read only."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a folder; give a folder path")
+    above = _file_above(run_dir)
+    if above != run_dir:
+        raise RunDirError(f"--run-dir {run_dir} lies below a file ({above}); give a folder path")
+
+
 # ----------------------------------------------------------------------------- result
 def read_result(run_dir: Path) -> dict | None:
+    """result.json, or None if there is none; RunDirError (one line naming the file) if it is
+    malformed: not a JSON object, an unknown status, or a non-numeric number field."""
     p = Path(run_dir) / RESULT
     if not p.exists():
         return None
-    return read_json(p)
+    res = read_json_file(p, "a run result (a JSON object)")
+    if res.get("status") not in ("done", "failed"):
+        raise RunDirError(f"{p} has status {res.get('status')!r}, not done|failed; move it away to run again")
+    for k in NUMERIC:
+        v = res.get(k)
+        if (res["status"] == "done" and k in ("val_top1", "val_top5", "flops_reduction") and v is None) or \
+                (v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))):
+            raise RunDirError(f"{p}: {k} is {v!r}, not a number; the file was edited or damaged - move it "
+                              "away and run again")
+    return res
+
+
+def done_result(run_dir: Path, cfg: Config) -> dict | None:
+    """The result of a finished run of ``cfg`` in this folder, or None when it is not done: no
+    result.json, a failed one, or a done one whose model.pt is missing (the run then finishes
+    again from its checkpoint). A result of another run (its config hash or name differ, e.g. a
+    file copied from another seed's folder) is refused."""
+    res = read_result(run_dir)
+    if res is None or res["status"] != "done":
+        return None
+    want = {"config_hash": config_hash(cfg), "run_name": run_name(cfg)}
+    got = {k: res.get(k) for k in want}
+    if got != want:
+        raise RunDirError(f"{Path(run_dir) / RESULT} belongs to run {got['run_name']} (config hash "
+                          f"{got['config_hash']}), not to {want['run_name']}; move it away")
+    if not (Path(run_dir) / MODEL).is_file():
+        return None
+    return res
 
 
 def write_result(run_dir: Path, result: dict) -> None:
@@ -211,14 +175,30 @@ def append_metrics(run_dir: Path, row: dict) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """Every epoch's row. A torn last line (a writer killed mid-line: no final newline) is
+    dropped; any other line that is not a JSON object is an error naming the line."""
     p = Path(run_dir) / METRICS
+    if not p.exists():
+        return []
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{p} cannot be read ({e}); move it away") from None
+    lines = text.split("\n")
     rows = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn final line from a killed writer
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            if i == len(lines):  # no newline after it: the line being written when the writer died
+                break
+            raise RunDirError(f"{p} line {i} is not an epoch's metrics ({line[:40]!r}); delete that line "
+                              "(epochs after the checkpoint are rewritten on resume)")
+        rows.append(row)
     return rows
 
 
@@ -241,9 +221,13 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         return None
     try:
         # Our own file (RNG states are plain Python/numpy objects), so full unpickling is fine.
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint is only ever replaced atomically, so this is not a torn write
-        raise RunDirError(f"{p} cannot be read ({type(e).__name__}: {e}); move it away to restart the run") from None
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - replaced only atomically, so damaged or foreign, never torn by us
+        raise RunDirError(f"{p} cannot be read (truncated, damaged or not a torch file: {type(e).__name__}); "
+                          "move it away to restart the run from scratch") from None
+    if not isinstance(ckpt, dict):
+        raise RunDirError(f"{p} is not a prunerepro checkpoint; move it away to restart the run from scratch")
+    return ckpt
 
 
 # ----------------------------------------------------------------------------- environment
@@ -272,11 +256,22 @@ def job_ids(environ=os.environ) -> dict:
     return {k.lower(): environ[k] for k in keys if environ.get(k)}
 
 
+def read_env(run_dir: Path) -> dict:
+    """env.json ({} when absent); RunDirError naming the file when it is malformed."""
+    p = Path(run_dir) / ENV
+    if not p.exists():
+        return {}
+    env = read_json_file(p, "the run's environment record (a JSON object)")
+    if not isinstance(env.get("attempts", []), list):
+        raise RunDirError(f"{p}: attempts is not a list; repair it or move it away")
+    return env
+
+
 def record_attempt(run_dir: Path, *, hosts: list[str], world_size: int, source: str, device: str,
                    resumed_from: dict | None) -> dict:
     """Append this attempt to env.json (created on the first attempt) and return the whole record."""
     p = Path(run_dir) / ENV
-    env = read_json(p) if p.exists() else {}
+    env = read_env(run_dir)
     code = code_version()
     env.setdefault("code", code)
     env["python"] = sys.version.split()[0]

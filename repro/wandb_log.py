@@ -9,6 +9,12 @@ The local ``metrics.jsonl`` is the source of truth; nothing here may stop or slo
 * W&B's own step restarts on resume, so rows carry our ``step`` and every metric is plotted
   against it (``define_metric("*", step_metric="step")``).
 Offline runs land in ``run_dir/wandb/offline-run-*/``; sync them with ``wandb sync``.
+
+W&B's work happens in a separate service process (``wandb-core``). On SLURM a preemption or a
+time-out signal reaches every process of the job step, so that service can die while the trainer
+is still checkpointing; then every call raises (ConnectionResetError, BrokenPipeError, ...). Such
+failures are logged once and W&B is dropped for the rest of the process: the run goes on, and a
+preemption stays a preemption (exit 75, requeue), not a failure.
 """
 from __future__ import annotations
 
@@ -21,7 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from repro.rundir import WANDB_ID, atomic_write_bytes
+from repro.io import atomic_write_bytes
+from repro.rundir import WANDB_ID
 
 log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
@@ -118,22 +125,35 @@ class WandbLog:
         self.run.define_metric("*", step_metric="step")
         log.info("W&B %s run %s (%s)", mode, run_id, why)
 
+    def _drop(self, what: str, e: BaseException) -> None:
+        log.warning("W&B %s failed (%s: %s); W&B dropped for this attempt, metrics.jsonl is complete",
+                    what, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        self.run = None
+
     def log(self, row: Mapping[str, Any]) -> None:
         if self.run is not None:
-            self.run.log(dict(row))
+            try:
+                self.run.log(dict(row))
+            except Exception as e:  # noqa: BLE001 - W&B is a view; it must not stop the run
+                self._drop("log", e)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         if self.run is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float, str, bool)) or v is None:
-                    self.run.summary[k] = v
+            try:
+                for k, v in values.items():
+                    if isinstance(v, (int, float, str, bool)) or v is None:
+                        self.run.summary[k] = v
+            except Exception as e:  # noqa: BLE001
+                self._drop("summary", e)
 
     def finish(self, exit_code: int = 0) -> None:
+        """Close the W&B run; never raises (see the module docstring)."""
         if self.run is not None:
+            run, self.run = self.run, None
             try:
-                self.run.finish(exit_code=exit_code)
-            finally:
-                self.run = None
+                run.finish(exit_code=exit_code)
+            except Exception as e:  # noqa: BLE001
+                self._drop("finish", e)
 
     @property
     def run_path(self) -> str | None:

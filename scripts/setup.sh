@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Set up prunerepro on a Debian machine: system packages FFCV builds against, a virtual
-# environment at .venv/, torch, FFCV with its pins, and the project itself (editable).
+# environment, torch, FFCV with its pins, and the project itself (editable).
 #
-#   bash scripts/setup.sh            # Python environment only
+#   bash scripts/setup.sh            # .venv/ with exactly the tested set (requirements/tested.txt)
 #   bash scripts/setup.sh --slurm    # ... and start the local two-node SLURM test cluster
+#   bash scripts/setup.sh --latest   # .venv-latest/: the newest releases pyproject.toml allows
+#   bash scripts/setup.sh --lowest   # .venv-lowest/: the lowest supported releases (requirements/lowest.txt)
 #
-# Idempotent: a second run checks a stamp and returns in a second or two.
+# .venv/ is what CI tests: every package at the version CI last passed with, so a new upstream
+# release cannot turn CI red. --latest tries upstream (then `.venv-latest/bin/python -m pytest`;
+# when green, refresh the tested set as requirements/tested.txt says); --lowest checks the lower
+# bounds. Idempotent: a second run checks a stamp and returns in a second or two (--latest always
+# asks for the newest releases again).
 # Environment knobs:
 #   PRUNEREPRO_PYTHON   interpreter for the venv (default: python3)
 #   PRUNEREPRO_TORCH    torch requirement to install when torch is missing
@@ -15,13 +21,21 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 WITH_SLURM=0
+MODE=tested
 for arg in "$@"; do
   case "$arg" in
     --slurm) WITH_SLURM=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --latest) MODE=latest ;;
+    --lowest) MODE=lowest ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
+case "$MODE" in
+  tested) VENV=.venv;        PINS=requirements/tested.txt ;;
+  lowest) VENV=.venv-lowest; PINS=requirements/lowest.txt ;;
+  latest) VENV=.venv-latest; PINS="" ;;
+esac
 log() { echo "[setup $(date +%T)] $*" >&2; }
 T0=$(date +%s)
 
@@ -42,18 +56,22 @@ fi
 
 # ---------------------------------------------------------------- 2. virtual environment
 PY=${PRUNEREPRO_PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  log "creating .venv with $($PY --version)"
-  "$PY" -m venv .venv
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
 fi
-VPY="$ROOT/.venv/bin/python"
+VPY="$ROOT/$VENV/bin/python"
 export PIP_CONSTRAINT="$ROOT/requirements/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+PIN_ARGS=()
+[ -z "$PINS" ] || PIN_ARGS=(-c "$ROOT/$PINS")
+UPGRADE=()
+[ "$MODE" != latest ] || UPGRADE=(--upgrade --upgrade-strategy eager)
 
 # The stamp covers everything that decides what gets installed; unchanged stamp = nothing to do.
-STAMP=.venv/.prunerepro-stamp
-want=$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+STAMP=$VENV/.prunerepro-stamp
+want=$(cat pyproject.toml requirements/constraints.txt ${PINS:+"$PINS"} scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$MODE" = latest ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   # ------------------------------------------------------------ 3. torch, never a CUDA build on CPU
   has_gpu=0
   command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && has_gpu=1
@@ -66,10 +84,21 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch build was installed on a machine without a GPU; remove .venv and re-run')"
   fi
   # ------------------------------------------------------------ 4. FFCV (pinned) and the project
-  log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT)"
-  "$VPY" -m pip install -q -e ".[ffcv,dev]"
+  log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT${PINS:+, versions: $PINS})"
+  # torch is pinned to the build installed above so that no extra can replace it: the dev extra's
+  # torchvision then resolves to the release made for this torch (torchvision X pins torch ==Y;
+  # an unpinned resolve would upgrade torch to a CUDA build from PyPI).
+  TORCH_NOW=$("$VPY" -W ignore -c "import torch; print(torch.__version__.split('+')[0])")
+  "$VPY" -m pip install -q -e ".[ffcv,dev]" "torch==$TORCH_NOW" "${PIN_ARGS[@]}" "${UPGRADE[@]}"
+  if [ "$has_gpu" = 0 ]; then
+    "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'the project install replaced the CPU torch build with a CUDA one; remove .venv and re-run')"
+  fi
   # ffcv.__version__ is stale upstream (says 0.0.3rc1 in 1.0.2): ask the installed metadata.
   "$VPY" -c "import ffcv, torch, submitit, wandb; from importlib.metadata import version; print('torch', torch.__version__, '| ffcv', version('ffcv'))"
+  if [ "$MODE" = tested ]; then  # the set CI passed with, and nothing else (or say what differs)
+    drift=$(diff <(grep -v '^#' "$PINS" | sort -f) <("$VPY" -m pip freeze --exclude-editable | sed 's/+cpu$//' | sort -f) || true)
+    [ -z "$drift" ] || log "warning: $VENV differs from $PINS (< only in the file, > only installed):"$'\n'"$drift"
+  fi
   echo "$want" > "$STAMP"
 else
   log "Python environment up to date"

@@ -8,16 +8,31 @@
 """
 from __future__ import annotations
 
+import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable  # the project's .venv python: SLURM jobs run it too (submitit uses it)
+PAUSE_PLUGIN = REPO / "tests" / "plugins" / "pause.py"
+
+
+def pause_at_step(step: int, seconds: float) -> dict:
+    """Environment that makes a trainer pause after optimizer step ``step`` (tests/plugins/pause.py)."""
+    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": f"{step}:{seconds}"}
+
+
+def pause_in_write(name: str, seconds: float, nth: int = 1) -> dict:
+    """Environment that makes the ``nth`` atomic write of file ``name`` pause half-way."""
+    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_WRITE": f"{name}:{seconds}:{nth}"}
 
 _WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
                "WANDB_DATA_DIR", "WANDB_BASE_URL", "WANDB_ERROR_REPORTING", "WANDB_SILENT",
@@ -97,8 +112,8 @@ def shared_tmp(tmp_path_factory):
 
 
 def _smoke_data(root, table: str):
-    from repro.launch import prepare_smoke_data
-    from repro.tablespec import load_table
+    from repro.papers import load_table
+    from repro.runs.smoke import prepare_smoke_data
     prepare_smoke_data(load_table(table), root)
     return root
 
@@ -114,3 +129,66 @@ def cifar_smoke_data(shared_tmp):
 def imagenet_smoke_data(shared_tmp):
     """Generated ImageNet-layout JPEG tree, converted by the real writer (what table2 --smoke uses)."""
     return _smoke_data(shared_tmp / "smoke-data", "table2")
+
+
+class WarmPython:
+    """Commands forked from a warm Python (tests/zygote.py): `python -m MODULE ...` / `python
+    SCRIPT ...` with the imports already done, so dozens of short commands fit the CI budget. The
+    zygote runs with one OpenMP thread (its children inherit that: the thread count changes float
+    rounding, so every trainer of a bit-exactness test must run alike; and on 2 shared cores idle
+    OpenMP threads only spin)."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.n, self.ended, self.started = logs, 0, {}, queue.Queue()
+        self.p = subprocess.Popen([PYTHON, str(REPO / "tests" / "zygote.py")], cwd=REPO, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            msg = json.loads(line)
+            if "rc" in msg:
+                self.ended[msg["pid"]] = msg["rc"]
+            else:
+                self.started.put(msg["pid"])
+
+    def start(self, argv: list[str], env: dict | None = None) -> tuple[int, Path]:
+        """Start a command (its environment: this process's plus ``env``); returns (pid, log file)."""
+        self.n += 1
+        log = self.logs / f"command-{self.n}.log"
+        full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.p.stdin.write(json.dumps({"argv": argv, "env": full, "log": str(log)}) + "\n")
+        self.p.stdin.flush()
+        return self.started.get(timeout=300), log
+
+    def wait_for(self, pred, pid: int, log: Path, timeout: float = 600) -> None:
+        end = time.time() + timeout
+        while not pred():
+            assert pid not in self.ended, f"command ended (rc {self.ended.get(pid)}) early:\n{log.read_text()[-3000:]}"
+            assert time.time() < end, "timed out waiting for the awaited point"
+            time.sleep(0.02)
+
+    def wait(self, pid: int, timeout: float = 600) -> int:
+        end = time.time() + timeout
+        while pid not in self.ended:
+            assert time.time() < end, f"command {pid} did not end"
+            time.sleep(0.02)
+        return self.ended[pid]
+
+    def run(self, argv: list[str], env: dict | None = None, timeout: float = 600) -> tuple[int, str]:
+        """Run a command to its end: (exit code, its stdout and stderr)."""
+        pid, log = self.start(argv, env)
+        rc = self.wait(pid, timeout)
+        return rc, log.read_text()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(60)
+
+
+@pytest.fixture(scope="session")
+def warm(tmp_path_factory):
+    z = WarmPython(tmp_path_factory.mktemp("warm-logs"))
+    yield z
+    z.close()

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from repro import compact as compact_cli
+from repro.demos import compact as compact_cli
 from repro import flops
 from repro.bench.latency import PIPELINES, demo, fold_bn, prepare, randomize_bn_
 from repro.models import ARCHS, arch_info, build_model
@@ -150,7 +150,7 @@ def test_bad_inputs(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "repro.compact", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "repro.demos.compact", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.timeout(300)

@@ -90,4 +90,4 @@ def test_two_ranks_cover_validation_exactly_once(tmp_path):
     assert result["ffcv"][0]["seen"] == result["plain"][0]["seen"]
     # the on-demand conversion by two ranks at once left exactly the two files (and the lock)
     cache = Path(tmp_path / "cache")
-    assert sorted(p.name for p in next(cache.iterdir()).iterdir()) == [".lock", "train.beton", "val.beton"]
+    assert sorted(p.name for p in next(cache.iterdir()).iterdir()) == [".lock", "dataset.json", "train.beton", "val.beton"]

@@ -6,6 +6,7 @@ each, so this file builds few of them.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import replace
@@ -48,7 +49,11 @@ def test_raw_round_trip_is_bit_exact(cifar):
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import ToTensor
     src, out = cifar
-    assert sorted(p.name for p in out.iterdir()) == ["train.beton", "val.beton"]  # no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "train.beton", "val.beton"]  # no temp files
+    ident = json.loads((out / "dataset.json").read_text())  # which data set the files hold, for every reader
+    assert ident["name"] == "cifar10" and {s: r["images"] for s, r in ident["splits"].items()} == \
+        {s: len(cifar10.read_split(src, s)[1]) for s in ("train", "val")}
+    assert ident["splits"]["train"]["min_side"] == ident["splits"]["train"]["max_side"] == 32
     for split in ("train", "val"):
         x, y = cifar10.read_split(src, split)
         loader = Loader(str(out / f"{split}.beton"), batch_size=64, num_workers=1,

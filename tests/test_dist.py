@@ -44,6 +44,52 @@ def test_slurm_task(monkeypatch):
     assert dist.master_port_for("4243") != d.master_port
 
 
+def test_slurm_with_stray_master_vars_from_the_login_shell(monkeypatch):
+    """MASTER_ADDR/MASTER_PORT exported in a login shell travel into every SLURM job: still a SLURM
+    task, the port override is honoured, the address comes from the node list."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    d = detect({**SLURM, "MASTER_PORT": "29511"})
+    assert (d.source, d.rank, d.world_size, d.master_addr, d.master_port) == ("slurm", 3, 4, "gpu07", 29511)
+    d = detect({**SLURM, "MASTER_ADDR": "localhost", "MASTER_PORT": "29511"})
+    assert (d.source, d.master_addr, d.master_port) == ("slurm", "gpu07", 29511)
+    # one process without SLURM: the stray variables select nothing either
+    assert detect({"MASTER_ADDR": "localhost", "MASTER_PORT": "29511"}).source == "single"
+    # a process identity without the rest is still a broken torchrun environment
+    with pytest.raises(DistEnvError, match="incomplete torchrun environment: WORLD_SIZE, LOCAL_RANK missing"):
+        detect({**SLURM, "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "29511"})
+
+
+_SLURM_WORKER = """
+import torch
+from repro import dist
+d = dist.detect()
+dist.init(d, torch.device("cpu"), timeout_s=60)
+t = dist.all_sum(torch.tensor([float(d.rank + 1)]))
+print(d.source, d.rank, d.world_size, d.master_addr, d.master_port, int(t.item()), flush=True)
+dist.teardown()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_two_slurm_tasks_with_a_stray_master_port_form_a_group(tmp_path):
+    """Two real processes in a SLURM task environment (srun's variables) with a stray MASTER_ADDR
+    that does not resolve and a MASTER_PORT: they detect SLURM, meet on that port, all-reduce (gloo)."""
+    import os
+    import subprocess
+    import sys
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_")) and k not in
+            ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    procs = [subprocess.Popen([sys.executable, "-c", _SLURM_WORKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r),
+                                              "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost",
+                                              "SLURM_JOB_ID": "777", "MASTER_ADDR": "login1.invalid",
+                                              "MASTER_PORT": str(port)}) for r in (0, 1)]
+    outs = [p.communicate(timeout=100) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    assert sorted(o.split() for o, _ in outs) == [["slurm", str(r), "2", "localhost", str(port), "3"] for r in (0, 1)]
+
+
 def test_slurm_array_job_id():
     d = detect({**SLURM, "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_ARRAY_JOB_ID": "100",
                 "SLURM_ARRAY_TASK_ID": "7"})

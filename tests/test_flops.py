@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from repro import flops
+from repro.papers import printed_flops
 from repro.models import build_model, kept_filters
 from repro.models.graph import prunable_convs
 
@@ -24,7 +25,7 @@ def test_paper_reduction_to_two_decimals(arch, prune, expected):
 @pytest.mark.parametrize("arch,prune", [("resnet20", 0.1), ("resnet20", 0.2), ("resnet56", 0.1), ("resnet56", 0.2),
                                         ("resnet110", 0.1), ("resnet110", 0.2)])
 def test_paper_reduction_matches_every_printed_cifar_value(arch, prune):
-    assert round(flops.paper_reduction(arch, prune), 1) == flops.PRINTED_REDUCTION[(arch, prune)]
+    assert round(flops.paper_reduction(arch, prune), 1) == printed_flops(arch, prune).value
 
 
 @pytest.mark.parametrize("arch,macs", [("resnet56", "125.49M"), ("resnet110", "252.89M"),
@@ -64,7 +65,7 @@ def test_counter_agrees_with_independent_hooks_on_real_instances(arch, res):
 
 
 def test_integer_count_is_below_the_papers_float_count():
-    # papers.md: ResNet-56 at 30% is 38.0% in real integer counts, 2.5-3 points under 41.1
+    # docs/papers.md: ResNet-56 at 30% is 38.0% in real integer counts, 2.5-3 points under 41.1
     assert round(flops.actual_reduction("resnet56", 0.3), 1) == 38.0
     for arch in ("resnet20", "resnet32", "resnet110"):
         gap = flops.paper_reduction(arch, 0.3) - flops.actual_reduction(arch, 0.3)

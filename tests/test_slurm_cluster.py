@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 
 import cloudpickle
 import pytest
@@ -51,6 +52,11 @@ def test_trivial_job_runs_the_project_python(tmp_path, slurm_cluster):
     out = job.result()
     assert out["python"] == sys.executable  # jobs must run the project's .venv python
     assert out["node"] in ("node1", "node2")
+    # The result file is written before the job ends: SLURM may still report it RUNNING or
+    # COMPLETING for a moment (long on a loaded machine), so wait for the job to end, then ask.
+    end = time.time() + 120
+    while job.get_info(mode="force").get("State") in ("RUNNING", "COMPLETING") and time.time() < end:
+        time.sleep(1)
     assert job.get_info(mode="force")["State"] == "COMPLETED"  # sacct answers: accounting works
 
 

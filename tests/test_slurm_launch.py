@@ -18,8 +18,10 @@ import pytest
 import submitit
 
 from repro import launch
+from repro.papers import load_table
 from repro.tables import build
-from repro.tablespec import load_table
+
+from conftest import pause_at_step
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -56,39 +58,40 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
 
     # 1. one run as a 2-node x 1-task DDP job through the real trainer (not waited for: the
     #    cluster has room for it and the array below at the same time)
-    assert launch.main(spec, argv("--only", "resnet18/baseline/*", "--nodes", "2", "--no-table")) == 0
-    (base18,) = _run_dirs(root, "table2").values()
-    job18 = json.loads((base18 / "jobs.json").read_text())["jobs"][-1]["job_id"]
+    assert launch.main(spec, argv("--only", "resnet34/baseline/*", "--nodes", "2", "--no-table")) == 0
+    (base34,) = _run_dirs(root, "table2").values()
+    job34 = json.loads((base34 / "jobs.json").read_text())["jobs"][-1]["job_id"]
 
     # 2. a slice of the table as an array: baseline + scratch in wave 1, pre-trained in wave 2 after its baseline
-    assert launch.main(spec, argv("--only", "resnet34/*", "--wait", "--no-table")) == 0
+    #    (ResNet-18: the miniature's one pre-trained row)
+    assert launch.main(spec, argv("--only", "resnet18/*", "--wait", "--no-table")) == 0
     runs = {p.name.split("-imagenet-")[1].rsplit("-", 3)[0] + "/" + p.name.split("-")[0]: p
             for p in _run_dirs(root, "table2").values()}
     jobs = {k: json.loads((p / "jobs.json").read_text())["jobs"] for k, p in runs.items()}
-    base, scratch, pre = jobs["base/resnet34"][-1], jobs["sfp0.3/resnet34"][-1], jobs["sfp0.3-ft/resnet34"][-1]
+    base, scratch, pre = jobs["base/resnet18"][-1], jobs["sfp0.3/resnet18"][-1], jobs["sfp0.3-ft/resnet18"][-1]
     assert base["wave"] == scratch["wave"] == 1 and pre["wave"] == 2
     assert base["job_id"].split("_")[0] == scratch["job_id"].split("_")[0]  # one array
     assert pre["job_id"].split("_")[0] != base["job_id"].split("_")[0]  # its own submission (a 1-task batch is a plain job)
-    for k in ("base/resnet34", "sfp0.3/resnet34", "sfp0.3-ft/resnet34"):
+    for k in ("base/resnet18", "sfp0.3/resnet18", "sfp0.3-ft/resnet18"):
         assert json.loads((runs[k] / "result.json").read_text())["status"] == "done", k
     # the pre-trained run started only after its baseline had finished (afterok held)
-    pre_env = json.loads((runs["sfp0.3-ft/resnet34"] / "env.json").read_text())
+    pre_env = json.loads((runs["sfp0.3-ft/resnet18"] / "env.json").read_text())
     assert _sacct(pre["job_id"], "Start") >= _sacct(base["job_id"], "End")
     assert pre["job_id"].split("_")[0] in pre_env["attempts"][0]["jobs"].values()
 
-    _wait_for(lambda: (base18 / "result.json").exists(), 180, "the 2-node run", poll=1)
-    res = json.loads((base18 / "result.json").read_text())
+    _wait_for(lambda: (base34 / "result.json").exists(), 180, "the 2-node run", poll=1)
+    res = json.loads((base34 / "result.json").read_text())
     assert res["status"] == "done" and res["world_size"] == 2
-    assert _sacct(job18, "NNodes") == "2"
+    assert _sacct(job34, "NNodes") == "2"
 
     # 3. a launch of both slices submits nothing and builds the table; again: byte-identical
-    both = ("--only", "resnet34/*", "--only", "resnet18/baseline/*", "--wait")
+    both = ("--only", "resnet18/*", "--only", "resnet34/baseline/*", "--wait")
     capsys.readouterr()
     assert launch.main(spec, argv(*both)) == 0
     assert "nothing to submit" in capsys.readouterr().err
     out = root / "tables"
     md = (out / "table2.md").read_text()
-    assert "SMOKE TABLE" in md and "Runs found: 4 of 12 expected (done 4, running 0, failed 0, missing 8)" in md
+    assert "SMOKE TABLE" in md and "Runs found: 4 of 9 expected (done 4, running 0, failed 0, missing 5)" in md
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert launch.main(spec, argv(*both)) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -97,7 +100,8 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
 def _one_run_spec(name: str, epochs: int):
     """table1's ResNet-20 baseline alone, trained longer (a TableSpec is plain data)."""
     t1 = load_table("table1")
-    return dataclasses.replace(t1, name=name, rows=(t1.rows[0],), smoke={**t1.smoke, "schedule.epochs": epochs})
+    return dataclasses.replace(t1, name=name, rows=(t1.rows[0],), smoke={**t1.smoke, "schedule.epochs": epochs},
+                               smoke_rows=None)
 
 
 @pytest.mark.timeout(240)
@@ -106,7 +110,8 @@ def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, cifar_smoke
     root = tmp_path / "runs"
     # the trainer's test hook: rank 0 pauses 8 s after optimizer step 5 (epoch 2 of 3) and says so;
     # sbatch passes the environment on to the job
-    monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "5:8")
+    for k, v in pause_at_step(5, 8).items():
+        monkeypatch.setenv(k, v)
     assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "preempt").values()
     entry = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]
@@ -129,7 +134,8 @@ def test_preempted_run_requeues_and_resumes(tmp_path, slurm_cluster, cifar_smoke
 def test_job_that_dies_without_result_shows_failed_in_table(tmp_path, slurm_cluster, cifar_smoke_data, monkeypatch):
     spec = _one_run_spec("killed", epochs=3)
     root = tmp_path / "runs"
-    monkeypatch.setenv("REPRO_TEST_PAUSE_AT_STEP", "2:30")
+    for k, v in pause_at_step(2, 30).items():
+        monkeypatch.setenv(k, v)
     assert launch.main(spec, _argv(root, cifar_smoke_data, slurm_cluster["partition"], "--no-table")) == 0
     (run_dir,) = _run_dirs(root, "killed").values()
     job_id = json.loads((run_dir / "jobs.json").read_text())["jobs"][-1]["job_id"]

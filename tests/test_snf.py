@@ -18,9 +18,9 @@ from repro.prune.hard import hard_prune
 from repro.prune.compact import build_compact
 from repro.prune.sensitivity import LABEL, measure
 from repro.prune.snf import (InfeasibleTargetError, baseline_macs, grid_counts, kept_indices, macs_terms,
-                             reachable_reduction, search, snf_prune, spec_macs, uniform_search)
-from repro.prune.snf_variants import DEFAULT_VARIANT, VARIANTS
-from repro.snf import main
+                             reachable_reduction, search, spec_macs, uniform_search)
+from repro.prune.snf_variants import DEFAULT_VARIANT, VARIANTS, snf_prune
+from repro.demos.snf_digits import main
 
 
 def random_curves(arch, seed, grid=None):
@@ -164,7 +164,7 @@ def test_cli_rejects_bad_checkpoints_in_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Sensitivity curves and the full prune path on real components (small data)
 def digits_heldout(n):
-    from repro.snf import load_digits
+    from repro.demos.snf_digits import load_digits
     x, y = load_digits(heldout=max(n, 10)).heldout
     return x[:n], y[:n]
 
@@ -259,7 +259,7 @@ def test_snf_prune_builds_an_exact_compact_model(tmp_path, uniform):
 @pytest.mark.timeout(900)  # ~20 s of CPU; generous for a loaded CI machine
 def test_cli_json_end_to_end(tmp_path):
     """No training (--epochs 0, --finetune-epochs 0) keeps it short; the path is the real one."""
-    cmd = [sys.executable, "-m", "repro.snf", "--arch", "resnet20", "--flops-reduction", "50", "--data", "digits",
+    cmd = [sys.executable, "-m", "repro.demos.snf_digits", "--arch", "resnet20", "--flops-reduction", "50", "--data", "digits",
            "--epochs", "0", "--finetune-epochs", "0", "--heldout", "10", "--grid", "0.5", "0.25",
            "--cache-dir", str(tmp_path), "--json", "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=850)
@@ -271,7 +271,7 @@ def test_cli_json_end_to_end(tmp_path):
     assert set(run["kept"]) == {c.name for c in prunable_convs("resnet20")}
     assert run["search_wall_s"] > 0 and not run["sensitivity_cached"]
     assert 0.0 <= run["val_top1"] <= 100.0 and run["val_top1"] == run["pruned_val_top1"]
-    help_text = subprocess.run([sys.executable, "-m", "repro.snf", "--help"], capture_output=True, text=True,
+    help_text = subprocess.run([sys.executable, "-m", "repro.demos.snf_digits", "--help"], capture_output=True, text=True,
                                timeout=60).stdout
     assert "abstract-level reimplementation" in help_text
 
@@ -297,3 +297,9 @@ def test_every_variant_meets_the_flops_target_within_a_tenth(tmp_path, variant, 
 def test_unknown_variant_is_a_one_line_error():
     with pytest.raises(ValueError, match="unknown SNF variant 'nope'; known: rise"):
         snf_prune(calibrated("resnet20"), "resnet20", [digits_heldout(8)], 50.0, variant="nope")
+
+
+def test_config_names_the_same_variants_as_the_search():
+    """config sits below prune, so it names the variants itself; they must be the search's own."""
+    from repro.config.schema import SNF_VARIANTS
+    assert SNF_VARIANTS == tuple(VARIANTS) and SNF_VARIANTS[0] == DEFAULT_VARIANT

@@ -15,7 +15,7 @@ from repro.prune.joint import measure_cuts
 from repro.prune.sensitivity import measure
 from repro.prune.snf import grid_counts, kept_indices, search, spec_weights, uniform_search
 from repro.prune.snf_variants import VARIANTS, Context, run_weights, stage_groups
-from tests.test_snf import calibrated, digits_heldout, random_curves
+from tests.test_snf import calibrated, digits_heldout
 
 ARCH = "resnet20"
 COUNTS = {"conv1": [4, 8], "layer2.0.conv2": [8], "layer3.2.conv1": [1, 40]}

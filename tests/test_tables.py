@@ -12,7 +12,7 @@ import io
 import pytest
 
 from repro import launch, tables
-from repro.tablespec import load_table
+from repro.papers import load_table
 
 
 
@@ -31,12 +31,20 @@ def test_paper_side_of_table2(empty_table2):
     lines = {ln.split("|")[1].strip() + "|" + ln.split("|")[2].strip(): ln for ln in md.splitlines()
              if ln.startswith("| ResNet")}
     r50 = lines["ResNet-50|SFP 30% scratch"]
-    assert "| 74.61 " in r50 and "| 41.8 " in r50 and "| 41.15 ! " in r50  # printed vs correct count, flagged
+    # every paper number with its source key; printed FLOPs vs the correct count, flagged
+    assert "| 74.61 [FPGM-T2] " in r50 and "| 41.8 [FPGM-T2] " in r50 and "| 41.15 ! " in r50
     assert "| 41.11 " in lines["ResNet-34|SFP 30% scratch"] and "41.11 !" not in md  # agrees: no flag
-    r101 = lines["ResNet-101|SFP 30% scratch"]
-    assert "| unconfirmed " in r101 and "-0.20 (unconfirmed)" in r101 and "43.49 !" in r101
-    assert "abstract: '+0.2% top-5' (variant not stated)" in md
-    assert "missing 1" in r101
+    pre = lines["ResNet-50|SFP 30% pre-trained"]
+    assert "| 62.14 [FPGM-T2; c1] " in pre and "| 84.60 [FPGM-T2; c1] " in pre
+    assert "- c1: the protocol behind this row is not stated in any source here" in md
+    assert lines["ResNet-18|SFP 30% pre-trained"].count("| unconfirmed ") == 5  # no source: never guessed
+    for variant in ("scratch", "pre-trained"):  # the two transcriptions, assigned to neither row
+        r101 = lines[f"ResNet-101|SFP 30% {variant}"]
+        assert "| 77.03 or 77.51 (unassigned) [SB] " in r101 and "| 93.46 or 93.71 (unassigned) [SB] " in r101
+        assert "| -0.20 (unconfirmed) [SFP-abs] " in r101 and "43.49 !" in r101 and "missing 1" in r101
+        assert "77.03 [SB]" not in r101 and "77.51 [SB]" not in r101
+    assert "abstract: '+0.2% top-5' on ResNet-101 (variant not stated)" in md
+    assert "- [SB] D. Blalock" in md and "repository JJGO/shrinkbench, file analysis/assets/existing-results/" in md
     # footer: every expected run folder with its config hash
     assert md.count("| missing  |") == 12 and "table2/resnet50-imagenet-sfp0.3-e100-s0-" in md
     tex = files[".tex"].read_text()
@@ -73,7 +81,7 @@ def tiny(tmp_path_factory, cifar_smoke_data):
     base = t1.rows[0]
     bad = dataclasses.replace(base, key="resnet20/broken", variant="bad init (fails on purpose)",
                               overrides={**base.overrides, "prune.init_from": "/nonexistent/baseline"}, paper={})
-    spec = dataclasses.replace(t1, name="tiny", rows=(base, bad))
+    spec = dataclasses.replace(t1, name="tiny", rows=(base, bad), smoke_rows=None)
     d = tmp_path_factory.mktemp("tiny")
     argv = ["--smoke", "--cluster", "local", "--root", str(d / "runs"), "--data", str(cifar_smoke_data)]
     rc = launch.main(spec, argv)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro import rundir
+from repro import io, rundir
 from repro.config import Config, config_hash, run_name
 from repro.prune.compact import load_compact
 from repro.train import TrainingFailed, main, run
@@ -26,7 +26,7 @@ TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.tr
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
                "imgs_per_s"}
 # Not results: timings, and the code version (a shared checkout may get a commit mid-test).
-TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version"}
+TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version", "latency"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -83,8 +83,9 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     for key in ("val_top1", "val_top5", "conv_macs", "baseline_conv_macs", "flops_reduction", "params", "spec",
                 "epochs", "wall_s", "world_size", "code_version", "reason"):
         assert key in res, key
-    assert res["flops_reduction"] == 0.0 and res["conv_macs"] == 40_550_400  # dense ResNet-20 (papers.md)
+    assert res["flops_reduction"] == 0.0 and res["conv_macs"] == 40_550_400  # dense ResNet-20 (docs/papers.md)
     assert res["epochs"] == 2 and res["steps"] == 6 and res["world_size"] == 1 and res["val_images"] == 16
+    assert (res["eval_precision"], res["train_precision"]) == ("float32", "float32")  # CPU trains in float32
     assert Config.from_dict(json.loads((d / "config.json").read_text())) == cfg
     rows = rundir.read_metrics(d)
     assert [r["epoch"] for r in rows] == [0, 1] and [r["step"] for r in rows] == [3, 6]
@@ -99,7 +100,7 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     m = load_compact(d / rundir.MODEL)
     assert sum(p.numel() for p in m.parameters()) == res["params"]
     assert (d / "logs" / "rank0.log").read_text().count("epoch 2/2") == 1
-    assert not list(d.glob(f"*{rundir.TMP_MARK}*"))
+    assert not list(d.glob(f"*{io.TMP_MARK}*"))
 
     # A finished run started again returns at once, touching nothing.
     before = (d / "env.json").read_text()
@@ -175,21 +176,21 @@ def test_nan_loss_fails_clearly_and_keeps_the_checkpoint(tmp_path):
 def test_init_from_accepts_torchvision_style_state_dicts(tmp_path):
     from repro.config import ConfigError
     from repro.models import build_model
-    from repro.train import load_init
+    from repro.engine.init import load_init
     torch.manual_seed(1)
     src = build_model("resnet18", num_classes=10)
     # torchvision's keys, as saved by a DDP training script: {"state_dict": {"module.conv1.weight": ...}}
     torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "tv.pth")
-    m = load_init(str(tmp_path / "tv.pth"), "resnet18", 10)
+    m = load_init(str(tmp_path / "tv.pth"), tmp_path, "resnet18", 10)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), src.state_dict().values()))
     with pytest.raises(ConfigError, match="has a 10-class head, this run needs 1000"):
-        load_init(str(tmp_path / "tv.pth"), "resnet18", 1000)
+        load_init(str(tmp_path / "tv.pth"), tmp_path, "resnet18", 1000)
     with pytest.raises(ConfigError, match="does not fit a dense resnet34"):
-        load_init(str(tmp_path / "tv.pth"), "resnet34", 10)
+        load_init(str(tmp_path / "tv.pth"), tmp_path, "resnet34", 10)
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="is not a readable torch file"):
-        load_init(str(tmp_path / "junk.pt"), "resnet18", 10)
+        load_init(str(tmp_path / "junk.pt"), tmp_path, "resnet18", 10)
     unfinished = tmp_path / "run"
     unfinished.mkdir()
     with pytest.raises(ConfigError, match="has not finished"):
-        load_init(str(unfinished), "resnet18", 10)
+        load_init(str(unfinished), tmp_path, "resnet18", 10)

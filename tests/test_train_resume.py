@@ -11,7 +11,8 @@ import signal
 import pytest
 import torch
 
-from repro import rundir
+from repro import io, rundir
+from conftest import pause_at_step, pause_in_write
 from tests.test_train import TINY, assert_same_run, cli, popen, wait_for
 
 SFP = TINY + ["prune.method=sfp", "prune.rate=0.3"]  # 2 epochs x 3 batches: steps 1..6
@@ -35,7 +36,7 @@ def _resume(d, env=None):
 
 def _interrupt_at_step(d, step: int, how) -> str:
     """Start (or resume) the run, let it pause after optimizer step ``step``, then kill or signal it."""
-    p = popen(SFP + ["--run-dir", str(d)], env={"REPRO_TEST_PAUSE_AT_STEP": f"{step}:120"})
+    p = popen(SFP + ["--run-dir", str(d)], env=pause_at_step(step, 120))
     wait_for(lambda: (d / "logs" / f"paused-at-step-{step}").exists(), p)
     (d / "logs" / f"paused-at-step-{step}").unlink()
     if how == "kill9":
@@ -58,9 +59,9 @@ def test_interrupted_five_ways_ends_bit_identical(reference, tmp_path):
     """One run folder interrupted again and again; the final result must equal the reference."""
     d = tmp_path / "run"
     # 1. kill -9 half-way through writing the 2nd checkpoint (end of the last epoch)
-    p = popen(SFP + ["--run-dir", str(d)], env={rundir.PAUSE_ENV: "checkpoint.pt:120:2"})
-    wait_for(lambda: (d / f"checkpoint.pt{rundir.TMP_MARK}paused").exists(), p)
-    torn = [f for f in d.glob(f"checkpoint.pt{rundir.TMP_MARK}*") if not f.name.endswith("paused")]
+    p = popen(SFP + ["--run-dir", str(d)], env=pause_in_write("checkpoint.pt", 120, 2))
+    wait_for(lambda: (d / f"checkpoint.pt{io.TMP_MARK}paused").exists(), p)
+    torn = [f for f in d.glob(f"checkpoint.pt{io.TMP_MARK}*") if not f.name.endswith("paused")]
     assert len(torn) == 1 and torn[0].stat().st_size > 0
     p.kill()
     p.wait(30)
@@ -87,9 +88,9 @@ def test_interrupted_five_ways_ends_bit_identical(reference, tmp_path):
 
     # 5. run to the end
     _resume(d)
-    assert not list(d.glob(f"*{rundir.TMP_MARK}*"))
+    assert not list(d.glob(f"*{io.TMP_MARK}*"))
     assert [r["epoch"] for r in rundir.read_metrics(d)] == [0, 1]
-    env = rundir.read_json(d / "env.json")
+    env = io.read_json(d / "env.json")
     assert [a["resumed_from"] for a in env["attempts"]] == [
         None, {"epoch": 1, "batch": 0, "step": 3}, {"epoch": 1, "batch": 1, "step": 4},
         {"epoch": 1, "batch": 1, "step": 4}, {"epoch": 1, "batch": 3, "step": 6}]

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from repro.wandb_log import WandbLog, choose_mode, resolve_mode
-from tests.wandb_reader import load_run
+from tests.wandb_reader import format_known, load_run
+
+KNOWN, WHY_NOT = format_known()
 
 
 def test_mode_order_setting_then_env_then_offline():
@@ -33,6 +35,7 @@ def _offline_files(run_dir: Path) -> list[str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.skipif(not KNOWN, reason=WHY_NOT)
 def test_offline_run_file_holds_the_logged_epochs_and_id_is_reused(wandb_offline, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -60,6 +63,7 @@ def test_offline_run_file_holds_the_logged_epochs_and_id_is_reused(wandb_offline
     rows = []
     for f in files:
         data = load_run(f)
+        assert data["exit_code"] == 0, f"{f} holds no exit record"
         assert data["run"]["id"] == run_id and data["run"]["group"] == "table-x"
         rows += [h for h in data["history"] if "val_top1" in h]
     by_step = {r["step"]: r for r in rows}

@@ -129,8 +129,10 @@ def prepare(model: nn.Module, x: torch.Tensor, pipeline: str) -> tuple[Callable,
 
 
 def time_interleaved(runs: dict[str, tuple[Callable, torch.Tensor]], repeats: int, warmup: int = 2,
-                     progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per forward for each entry, measured in alternating rounds (A/B/C, B/C/A, ...)."""
+                     progress: Callable[[str], None] | None = None,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per forward for each entry, measured in alternating rounds (A/B/C, B/C/A, ...).
+    ``sync``: waits for the device (``torch.cuda.synchronize`` on a GPU) before and after each."""
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
@@ -138,8 +140,10 @@ def time_interleaved(runs: dict[str, tuple[Callable, torch.Tensor]], repeats: in
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
                 fn, x = runs[n]
+                sync()
                 t0 = time.perf_counter()
                 fn(x)
+                sync()
                 dt = time.perf_counter() - t0
                 if r >= warmup:
                     times[n].append(dt)
@@ -156,7 +160,7 @@ def max_abs_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
 def measure(arch: str, prune: float, *, batch: int = 8, resolution: int | None = None, repeats: int = 7,
             threads: int = 1, pipeline: str = "eager", align: int = 8, seed: int = 0, masks: dict | None = None,
             models: Demo | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Everything ``python -m repro.compact`` reports, as a JSON-ready dict.
+    """Everything ``python -m repro.demos.compact`` reports, as a JSON-ready dict.
 
     ``models``: an already built ``demo(arch, prune, seed=seed, masks=masks)`` to measure.
     """

@@ -6,7 +6,7 @@ against the CPU default (``sensitivity.default_max_batch``), on the same model a
 
 The model is a randomly initialised ``--arch`` with BN statistics from one batch (timing does not
 depend on the weights); the images are digits' held-out split (the first ``--images``), in batches
-of 128 like ``python -m repro.snf``. Settings run interleaved, ``--repeats`` times each, and the
+of 128 like ``python -m repro.demos.snf_digits``. Settings run interleaved, ``--repeats`` times each, and the
 fastest time of each is reported (the machine is shared: the minimum is the least disturbed).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     from ..models import build_model
     from ..prune.sensitivity import measure
     from ..prune.snf import grid_counts
-    from ..snf import batches, load_digits
+    from ..demos.snf_digits import batches, load_digits
 
     torch.manual_seed(0)
     model = build_model(a.arch, num_classes=10).train()

@@ -5,7 +5,7 @@
     python -m repro.bench.snf_search --report-only        # rebuild docs/snf_search.md from the results
 
 SNF here is an abstract-level reimplementation (not the authors' code; papers.md §2), run on
-scikit-learn's digits (``repro.snf.load_digits``: 1,257 training images, 180 held out from them
+scikit-learn's digits (``repro.demos.snf_digits.load_digits``: 1,257 training images, 180 held out from them
 for the search, the 360 validation images for every reported accuracy).
 
 Protocol, identical for every method: one dense baseline per (arch, seed), trained once and
@@ -37,10 +37,10 @@ import torch.nn.functional as F
 
 from ..models import build_model
 from ..prune.sensitivity import LABEL
-from ..prune.snf import DEFAULT_GRID, snf_prune, spec_weights
-from ..prune.snf_variants import VARIANTS
-from ..rundir import atomic_torch_save, load_torch_file
-from ..snf import Digits, accuracy, batches, load_digits, recalibrated_accuracy, train, train_baseline
+from ..prune.snf import DEFAULT_GRID, spec_weights
+from ..prune.snf_variants import VARIANTS, snf_prune
+from ..io import atomic_torch_save, load_torch_file
+from ..demos.snf_digits import Digits, accuracy, batches, load_digits, recalibrated_accuracy, train, train_baseline
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = dict(archs=("resnet20", "resnet56"), reductions=(50.0, 70.0), seeds=None, n_seeds=5,

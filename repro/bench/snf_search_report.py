@@ -143,7 +143,7 @@ def verdict_text(verdict: dict) -> str:
 
 
 def write_report(rows: list[dict], a) -> None:
-    from ..rundir import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     entries, verdict = summarise(rows)
     left_out = rejected_seeds(rows)

@@ -128,3 +128,65 @@ def check_beton(path: str | Path, fix: str = "") -> int:
         raise DataError(f"{path} is truncated or corrupt: its allocation table does not cover "
                         f"all {n} samples inside the file{hint}")
     return n
+
+
+# ----------------------------------------------------------------------------- data-set identity
+# Which data set a folder of .beton files holds, recorded by the writer beside them and checked
+# by every reader: a digits conversion given as data.name=cifar10 would otherwise train without a
+# word (both are 32x32 RGB with 10 classes). Counts and sizes also catch a .beton swapped later.
+IDENTITY = "dataset.json"
+IDENTITY_FORMAT = "prunerepro-dataset-v1"
+
+
+def split_summary(path: Path) -> dict:
+    """Images, classes (distinct labels), and the smallest/largest image side of one .beton."""
+    from . import ffcv_import  # noqa: F401
+    from ffcv.reader import Reader
+    meta = Reader(str(path)).metadata
+    labels, img = np.asarray(meta["f1"]), meta["f0"]
+    sides = np.concatenate([np.asarray(img["width"]), np.asarray(img["height"])])
+    return {"images": int(len(labels)), "classes": int(len(np.unique(labels))),
+            "label_max": int(labels.max()), "min_side": int(sides.min()), "max_side": int(sides.max())}
+
+
+def write_identity(out: Path, name: str, how: str) -> dict:
+    """Record `out/dataset.json` for the two .beton files just written (atomic)."""
+    from repro.io import atomic_write_json
+    ident = {"format": IDENTITY_FORMAT, "name": name, "written_by": how,
+             "splits": {s: split_summary(Path(out) / f"{s}.beton") for s in ("train", "val")}}
+    atomic_write_json(Path(out) / IDENTITY, ident)
+    return ident
+
+
+def read_identity(folder: Path, fix: str) -> dict:
+    """The folder's dataset.json, validated; DataError (one line, with `fix`) if missing or malformed."""
+    import json
+    p = Path(folder) / IDENTITY
+    if not p.is_file():
+        raise DataError(f"{folder} has no {IDENTITY} (which data set its .beton files hold); {fix}, or, if "
+                        f"they are right, record it: `python -m repro.data.write identify NAME --out {folder}`")
+    try:
+        ident = json.loads(p.read_text())
+        ok = ident.get("format") == IDENTITY_FORMAT and all(
+            isinstance(ident["splits"][s][k], int) for s in ("train", "val")
+            for k in ("images", "classes", "label_max", "min_side", "max_side"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise DataError(f"{p} is malformed (not a {IDENTITY_FORMAT} record); {fix}")
+    return ident
+
+
+def check_identity(folder: Path, name: str, counts: dict[str, int], fix: str) -> dict:
+    """The .beton files in `folder` are the data set `name` (as recorded when they were written)
+    and still the files that were written (`counts`: images per split from their headers)."""
+    ident = read_identity(folder, fix)
+    if ident["name"] != name:
+        raise DataError(f"{folder} holds {ident['name']} (its {IDENTITY}), not {name}: set "
+                        f"data.name={ident['name']} or point data.ffcv_dir at a {name} conversion")
+    for split, n in counts.items():
+        rec = ident["splits"][split]
+        if rec["images"] != n:
+            raise DataError(f"{folder}/{split}.beton has {n} images but {IDENTITY} records {rec['images']}: "
+                            f"the file was replaced after conversion; {fix}")
+    return ident

@@ -1,6 +1,7 @@
 """`check_data` and `build_loaders`: the data part's public entry points."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,8 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cpus import resolve_workers, task_cpus
 from .errors import DataError
 from .stats import STATS
+
+log = logging.getLogger(__name__)
 
 NAMES = ("cifar10", "imagenet", "digits")
 LOADERS = ("ffcv", "plain")
@@ -37,8 +41,8 @@ def _check_cfg(cfg) -> None:
         raise DataError(f"data.name='{cfg.name}' is not one of {', '.join(NAMES)}")
     if cfg.loader not in LOADERS:
         raise DataError(f"data.loader='{cfg.loader}' is not one of {', '.join(LOADERS)}")
-    if cfg.batch_size < 1 or cfg.workers < 0:
-        raise DataError(f"data.batch_size must be >= 1 and data.workers >= 0 "
+    if cfg.batch_size < 1 or cfg.workers < -1:
+        raise DataError(f"data.batch_size must be >= 1 and data.workers >= -1 (auto) "
                         f"(got {cfg.batch_size}, {cfg.workers})")
     if cfg.name == "imagenet" and not (8 <= cfg.val_res <= cfg.val_resize and cfg.train_res >= 8):
         raise DataError(f"data.val_res ({cfg.val_res}) must be >= 8 and <= data.val_resize "
@@ -47,7 +51,6 @@ def _check_cfg(cfg) -> None:
 
 def check_data(cfg) -> None:
     """Cheap pre-flight check of a `repro.config.DataConfig`; raises DataError (one line)."""
-    from .beton import check_beton
     _check_cfg(cfg)
     if cfg.loader == "ffcv":
         try:
@@ -60,8 +63,7 @@ def check_data(cfg) -> None:
                 return  # converted on demand into the cache folder
             raise DataError(f"data.ffcv_dir is empty: convert the data with `{_write_cmd(cfg)}` "
                             f"and set data.ffcv_dir=DIR (or use data.loader=plain)")
-        for split in ("train", "val"):
-            check_beton(Path(cfg.ffcv_dir) / f"{split}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
+        _check_betons(Path(cfg.ffcv_dir), cfg)
         return
     if cfg.name == "cifar10":
         from . import cifar10
@@ -77,6 +79,24 @@ def check_data(cfg) -> None:
         imagenet.list_classes(cfg.path)
         if not (Path(cfg.path) / "val").is_dir():
             raise DataError(f"ImageNet: {cfg.path} has no val/ folder (expected val/<wnid>/*.JPEG)")
+
+
+def _check_betons(folder: Path, cfg) -> dict:
+    """Both .beton files sound, and the data set they hold is ``cfg.name``; returns the identity."""
+    from .beton import check_beton, check_identity
+    fix = f"rebuild with `{_write_cmd(cfg)}`"
+    counts = {s: check_beton(folder / f"{s}.beton", fix=fix) for s in ("train", "val")}
+    return check_identity(folder, cfg.name, counts, fix)
+
+
+def data_classes(cfg) -> int:
+    """How many classes the configured data set has, without building a loader (after check_data)."""
+    if cfg.loader == "ffcv" and cfg.ffcv_dir:
+        return _check_betons(Path(cfg.ffcv_dir), cfg)["splits"]["train"]["label_max"] + 1
+    if cfg.name == "imagenet" and cfg.loader == "plain":
+        from . import imagenet
+        return len(imagenet.list_classes(cfg.path))
+    return 10  # cifar10, digits
 
 
 def _beton_labels(path: Path) -> np.ndarray:
@@ -95,22 +115,23 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
     device = torch.device(device)
     per_rank = cfg.batch_size // world_size
+    workers = resolve_workers(cfg.workers, cfg.loader)
+    log.info("%s loader: %d worker(s) per rank (data.workers=%d, %d CPU(s) for this task)", cfg.loader,
+             workers, cfg.workers, task_cpus())
     mean, std = STATS[cfg.name]
     common = dict(batch_size=per_rank, seed=seed, rank=rank, world=world_size)
 
     if cfg.loader == "ffcv":
-        from .beton import check_beton
         from .loaders_ffcv import FfcvLoader
         folder = Path(cfg.ffcv_dir) if cfg.ffcv_dir else None
         if folder is None:  # digits only (check_data refused the others)
             from .digits import ensure_cached
             folder = ensure_cached()
-        n = {s: check_beton(folder / f"{s}.beton", fix=f"rebuild with `{_write_cmd(cfg)}`")
-             for s in ("train", "val")}
+        n = {s: rec["images"] for s, rec in _check_betons(folder, cfg)["splits"].items()}
         num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
         make = lambda split, train, res: FfcvLoader(  # noqa: E731
             str(folder / f"{split}.beton"), n[split], kind=cfg.name, res=res, resize=cfg.val_resize,
-            mean=mean, std=std, device=device, workers=cfg.workers, in_memory=cfg.in_memory,
+            mean=mean, std=std, device=device, workers=workers, in_memory=cfg.in_memory,
             train=train, **common)
         train, val = make("train", True, cfg.train_res), make("val", False, cfg.val_res)
     else:
@@ -131,7 +152,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
             ds_train = ArrayDataset(*read("train"), train=True, seed=seed)
             ds_val = ArrayDataset(*read("val"), train=False, seed=seed)
         make = lambda ds, train: PlainLoader(ds, mean=mean, std=std, device=device,  # noqa: E731
-                                             workers=cfg.workers, train=train, **common)
+                                             workers=workers, train=train, **common)
         train, val = make(ds_train, True), make(ds_val, False)
 
     if len(train) == 0:

@@ -91,7 +91,9 @@ def read_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def write(src: str | Path, out: str | Path, workers: int = -1) -> dict:
     """Convert the pickles under `src` to `out/train.beton` and `out/val.beton` (raw pixels)."""
-    from .beton import write_raw_split
+    from .beton import write_identity, write_raw_split
     splits = {split: read_split(src, split) for split in ("train", "val")}  # validate all first
-    return {split: write_raw_split(Path(out) / f"{split}.beton", *arrays, workers=workers)
-            for split, arrays in splits.items()}
+    counts = {split: write_raw_split(Path(out) / f"{split}.beton", *arrays, workers=workers)
+              for split, arrays in splits.items()}
+    write_identity(Path(out), "cifar10", f"python -m repro.data.write cifar10 --src {src}")
+    return counts

@@ -6,7 +6,7 @@ replicated to 3 channels (uint8 RGB). Split: stratified 80/20 with
 1,437 training and 360 validation images, always the same ones.
 
 With `data.ffcv_dir` empty the .beton files are written on demand to a cache folder
-(`$PRUNEREPRO_CACHE` or `~/.cache/prunerepro`, sub-folder `digits-v1`), under a file lock so that
+(`$PRUNEREPRO_CACHE` or `~/.cache/prunerepro`, sub-folder `digits-v2`), under a file lock so that
 several ranks starting at once convert once and never see a half-written file.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 NUM_CLASSES = 10
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
-CACHE_VERSION = "digits-v1"  # bump when the rendering or the split changes
+CACHE_VERSION = "digits-v2"  # bump when the rendering, the split or the files written change (v2: dataset.json)
+SPLIT_SIZES = {"train": 1437, "val": 360}
 
 
 @lru_cache(maxsize=None)
@@ -52,9 +53,11 @@ def read_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write(out: str | Path, workers: int = -1) -> dict:
-    from .beton import write_raw_split
-    return {split: write_raw_split(Path(out) / f"{split}.beton", *read_split(split), workers=workers)
-            for split in ("train", "val")}
+    from .beton import write_identity, write_raw_split
+    counts = {split: write_raw_split(Path(out) / f"{split}.beton", *read_split(split), workers=workers)
+              for split in ("train", "val")}
+    write_identity(Path(out), "digits", "python -m repro.data.write digits")
+    return counts
 
 
 def cache_dir() -> Path:
@@ -65,7 +68,8 @@ def cache_dir() -> Path:
 def ensure_cached() -> Path:
     """Write the digits betons to the cache folder unless present; safe for concurrent ranks."""
     out = cache_dir()
-    done = lambda: (out / "train.beton").is_file() and (out / "val.beton").is_file()  # noqa: E731
+    from .beton import IDENTITY
+    done = lambda: all((out / f).is_file() for f in ("train.beton", "val.beton", IDENTITY))  # noqa: E731
     if done():
         return out
     out.mkdir(parents=True, exist_ok=True)

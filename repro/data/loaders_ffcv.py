@@ -39,7 +39,7 @@ from ffcv.fields.rgb_image import (CenterCropRGBImageDecoder, IMAGE_MODES,
                                    get_random_crop)
 from ffcv.libffcv import imdecode, resize_crop
 from ffcv.loader import Loader, OrderOption
-from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.loader.epoch_iterator import IS_CUDA, EpochIterator
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
@@ -218,15 +218,51 @@ class _EverySlot:
 
 class _SeededIterator(EpochIterator):
     """FFCV's epoch iterator over an explicit order, carrying (seed, epoch) for the seeded ops,
-    and handing the fused decoder its output array from `out_pool`."""
+    and handing the fused decoder its output array from `out_pool`.
+
+    On CUDA, two guards FFCV 1.0.2 lacks:
+    * its producer thread makes the rank's GPU its current device (a new thread starts on GPU 0,
+      where any CUDA call would open a context of this process: ~0.5 GB on GPU 0 per rank);
+    * a batch slot (pinned memory, read by the consumer's non-blocking copies) is decoded into
+      again only after those copies have finished: FFCV's own event only makes its side stream
+      wait, while the decoder writes the slot from the CPU. The consumer calls `mark_copied()`
+      after queueing its copies; the producer waits for that event before reusing the slot."""
 
     def __init__(self, loader: Loader, order: np.ndarray, *, seed: int, epoch: int,
-                 seed_node: Optional[int], out_pool: Optional[_OutputPool] = None):
+                 seed_node: Optional[int], out_pool: Optional[_OutputPool] = None,
+                 device: Optional[torch.device] = None):
         self.aug_seed, self.aug_epoch, self.seed_node = seed, epoch, seed_node
         self.out_pool = out_pool
+        self.device = device
+        self.copied: dict = {}     # batch slot -> CUDA event recorded after the copies out of it
+        self.last_slot = None      # slot of the batch handed out last
         super().__init__(loader, order)  # starts the thread
 
+    def run(self):
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        super().run()
+
+    def __next__(self):
+        item = self.output_queue.get()
+        if item is None:
+            self.close()
+            raise StopIteration()
+        self.last_slot, result = item
+        if IS_CUDA:  # as FFCV's own __next__
+            self.current_stream.wait_stream(self.cuda_streams[self.last_slot])
+        return result
+
+    def mark_copied(self) -> None:
+        """The consumer has queued every copy out of the last batch's slot (CUDA only)."""
+        event = torch.cuda.Event()
+        event.record()
+        self.copied[self.last_slot] = event
+
     def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event):
+        copied = self.copied.pop(batch_slot, None)
+        if copied is not None:
+            copied.synchronize()  # the GPU has read this slot: the CPU may write it again
         out = None
         if self.seed_node is not None:
             buffers = self.memory_allocations["operation"][self.seed_node]
@@ -311,7 +347,8 @@ class FfcvLoader(EpochLoader):
             return
         threads = torch.get_num_threads()
         it = _SeededIterator(self._loader, order, seed=self.seed, epoch=self.epoch,
-                             seed_node=self._seed_node, out_pool=self._out_pool)
+                             seed_node=self._seed_node, out_pool=self._out_pool, device=self.device)
+        cuda = self.device.type == "cuda"
         try:
             for k, (images, labels) in enumerate(it):
                 if k == 0:
@@ -324,7 +361,11 @@ class FfcvLoader(EpochLoader):
                     x = images
                 else:  # fused on request for an accelerator: same layout as to_model_input's
                     x = images.to(self.device).contiguous(memory_format=torch.channels_last)
-                yield (x,
-                       labels.reshape(-1).to(self.device, torch.int64, copy=True))
+                # non_blocking: the int64 conversion then runs on the GPU after an asynchronous
+                # copy (a blocking one would wait for the queued training step)
+                y = labels.reshape(-1).to(self.device, torch.int64, non_blocking=cuda, copy=True)
+                if cuda:
+                    it.mark_copied()
+                yield x, y
         finally:
             it.close()

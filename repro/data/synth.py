@@ -3,15 +3,19 @@
     python -m repro.data.synth cifar10  --out DIR [--train 5000 --val 1000 --seed 0]
     python -m repro.data.synth imagenet --out DIR [--classes 10 --train-per-class 50
                                                    --val-per-class 10 --size 160 --seed 0]
+                                                  [--as-downloaded devkit|devkit-tar|kaggle]
 
 The class signal is learnable but not trivial: every class owns a smooth random colour
 template; an image is a randomly shifted (and, for ImageNet, randomly sized and shaped) window
 of its class template, with random brightness and strong pixel noise. The output folder is
-built under a temporary name and renamed into place when complete.
+built under a temporary name and renamed into place when complete. `--as-downloaded` gives the
+ImageNet stand-in the layout of the official download instead (flat val/ with the devkit's or
+Kaggle's label file, a CMYK JPEG and a PNG named .JPEG in train/; see synth_dist.py).
 """
 from __future__ import annotations
 
 import argparse
+import colorsys
 import os
 import pickle
 import shutil
@@ -29,9 +33,19 @@ from .errors import DataError
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _template(rng: np.random.Generator, side: int, cells: int = 4) -> np.ndarray:
-    """A smooth random RGB field, side x side, values in [30, 225]."""
-    coarse = rng.uniform(30, 225, size=(cells, cells, 3)).astype(np.uint8)
+def class_colour_of(k: int, classes: int) -> np.ndarray:
+    """Class k's own colour (RGB, 0..255): the classes' hues evenly spaced round the colour wheel."""
+    return np.array(colorsys.hsv_to_rgb(k / classes, 0.8, 0.85), np.float64) * 255
+
+
+def _template(rng: np.random.Generator, side: int, cells: int = 4, tint: np.ndarray | None = None,
+              strength: float = 0.0) -> np.ndarray:
+    """A smooth random RGB field, side x side, values in [30, 225], mixed with the colour `tint`
+    in the proportion `strength` (0: the random field alone, the same numbers as before)."""
+    coarse = rng.uniform(30, 225, size=(cells, cells, 3))
+    if strength:
+        coarse = (1 - strength) * coarse + strength * tint
+    coarse = coarse.astype(np.uint8)
     return np.asarray(Image.fromarray(coarse).resize((side, side), Image.BICUBIC), dtype=np.float32)
 
 
@@ -58,13 +72,16 @@ def _publish(tmp: Path, out: Path):
 
 # ------------------------------------------------------------------------------ CIFAR-10
 def make_cifar10(out: str | Path, *, train: int = 5000, val: int = 1000, seed: int = 0,
-                 noise: float = 40.0, force: bool = False) -> Path:
+                 noise: float = 40.0, class_colour: float = 0.0, force: bool = False) -> Path:
     """data_batch_1..5 (train images split evenly), test_batch (val images), batches.meta."""
     if train < 5 or val < 1:
         raise DataError("cifar10 stand-in needs --train >= 5 (five batches) and --val >= 1")
+    if not 0 <= class_colour <= 1:
+        raise DataError("--class-colour must be in [0, 1]")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    templates = np.stack([_template(rng, 40) for _ in range(10)])
+    templates = np.stack([_template(rng, 40, tint=class_colour_of(k, 10), strength=class_colour)
+                          for k in range(10)])
 
     def images(n):
         labels = np.arange(n) % 10
@@ -123,16 +140,25 @@ def _imagenet_job(job) -> None:
 
 def make_imagenet(out: str | Path, *, classes: int = 10, train_per_class: int = 50,
                   val_per_class: int = 10, size: int = 160, jitter: float = 0.25,
-                  quality: int = 90, noise: float = 30.0, seed: int = 0, workers: int = 0,
-                  force: bool = False) -> Path:
+                  quality: int = 90, noise: float = 30.0, class_colour: float = 0.0, seed: int = 0,
+                  workers: int = 0, force: bool = False, as_downloaded: str | None = None) -> Path:
     """train/<wnid>/<wnid>_<k>.JPEG and val/<wnid>/ILSVRC2012_val_<n>.JPEG, sides around `size`
-    (uniform within +-`jitter`), aspect ratios in [3/4, 4/3]."""
+    (uniform within +-`jitter`), aspect ratios in [3/4, 4/3]. `as_downloaded` (one of
+    synth_dist.LAYOUTS): rewrite it into the layout of the official download."""
+    from .synth_dist import LAYOUTS, as_downloaded as rewrite
+    if as_downloaded is not None and as_downloaded not in LAYOUTS:
+        raise DataError(f"--as-downloaded must be one of {', '.join(LAYOUTS)}")
+    if not 0 <= class_colour <= 1:
+        raise DataError("--class-colour must be in [0, 1]")
     if classes < 1 or train_per_class < 1 or val_per_class < 1 or size < 16:
         raise DataError("imagenet stand-in needs --classes, --train-per-class, --val-per-class >= 1 "
                         "and --size >= 16")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    templates = [_template(rng, 2 * size, cells=6) for _ in range(classes)]
+    # uint8 (exact: the template holds whole grey levels): every job pickles its template to a
+    # worker, and a 400-px stand-in's float32 template is 7.7 MB
+    templates = [_template(rng, 2 * size, cells=6, tint=class_colour_of(k, classes),
+                           strength=class_colour).astype(np.uint8) for k in range(classes)]
     tmp = _staged(out, force)
     try:
         jobs, val_no = [], 0
@@ -153,6 +179,8 @@ def make_imagenet(out: str | Path, *, classes: int = 10, train_per_class: int = 
             for _ in tqdm(pool.imap_unordered(_imagenet_job, jobs, chunksize=16), total=len(jobs),
                           desc=f"imagenet stand-in -> {out}", unit="img", disable=None):
                 pass
+        if as_downloaded:
+            rewrite(tmp, as_downloaded, seed)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -179,18 +207,26 @@ def main(argv=None) -> int:
     i.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     i.add_argument("--noise", type=float, default=30.0, help="pixel noise std (default 30)")
     i.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    i.add_argument("--as-downloaded", choices=("devkit", "devkit-tar", "kaggle"), default=None,
+                   help="the official download's layout: flat val/ labelled by the devkit (folder or "
+                        ".tar.gz) or Kaggle's LOC_val_solution.csv, CMYK and PNG quirks in train/")
     for s in (c, i):
+        s.add_argument("--class-colour", type=float, default=0.0,
+                       help="mix each class's template with its own hue in this proportion, 0..1 (default 0: "
+                            "random colour fields only; 0.5 makes the class visible in any small crop)")
         s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
         s.add_argument("--force", action="store_true", help="replace --out if it exists")
     a = p.parse_args(argv)
     try:
         if a.kind == "cifar10":
-            out = make_cifar10(a.out, train=a.train, val=a.val, seed=a.seed, noise=a.noise, force=a.force)
+            out = make_cifar10(a.out, train=a.train, val=a.val, seed=a.seed, noise=a.noise,
+                               class_colour=a.class_colour, force=a.force)
         else:
             out = make_imagenet(a.out, classes=a.classes, train_per_class=a.train_per_class,
                                 val_per_class=a.val_per_class, size=a.size, jitter=a.jitter,
-                                quality=a.quality, noise=a.noise, seed=a.seed, workers=a.workers,
-                                force=a.force)
+                                quality=a.quality, noise=a.noise, class_colour=a.class_colour, seed=a.seed,
+                                workers=a.workers,
+                                force=a.force, as_downloaded=a.as_downloaded)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from torch import nn
 from ..models import arch_info, build_model
 from ..models.graph import prunable_convs, streams
 from ..models.spec import ChannelSpec
-from ..rundir import atomic_torch_save
+from ..io import atomic_torch_save
 from .hard import check_kept
 from .sfp import MaskError, unwrap
 

@@ -1,6 +1,6 @@
 """Exact multiple-choice knapsack over integer costs (the engine of the SNF search).
 
-Part of "SNF, abstract-level reimplementation" (not the authors' code; papers.md §2).
+Part of "SNF, abstract-level reimplementation" (not the authors' code; docs/papers.md).
 
 Problem: items ``i = 1..n``, each with options ``o`` of integer cost ``c[i][o]`` (conv MACs) and
 real loss ``l[i][o]`` (loss rise). Choose exactly one option per item minimising ``sum l`` subject

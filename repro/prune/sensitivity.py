@@ -1,6 +1,6 @@
 """Sensitivity curves for SNF: the held-out loss rise when one layer alone is cut.
 
-Part of "SNF, abstract-level reimplementation" (not the authors' code; papers.md §2).
+Part of "SNF, abstract-level reimplementation" (not the authors' code; docs/papers.md).
 
 For every prunable conv of a trained dense model and every kept count ``k`` of a grid, the
 conv's ``k`` best filters by the criterion (L2 by default) are kept and the others cut by the
@@ -50,12 +50,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.graph import prunable_convs
-from ..rundir import atomic_write_json
+from ..io import atomic_write_json, weights_digest
 from .criteria import get_criterion
 from .sfp import prunable_modules, unwrap
 
 LABEL = "SNF, abstract-level reimplementation"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 2: weights keyed by repro.io.weights_digest; 3: the BN mode in the key
 BN_MODES = {"eval": "none (eval-mode BN with the trained running statistics)",
             "batch": "per cut: BN statistics of each held-out batch, per grid point (train-mode BN per copy)"}
 
@@ -94,14 +94,6 @@ class Sensitivity:
         d["rise"] = {n: {int(k): float(v) for k, v in c.items()} for n, c in d["rise"].items()}
         d["top1"] = {n: {int(k): float(v) for k, v in c.items()} for n, c in d["top1"].items()}
         return cls(**d)
-
-
-def weights_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(unwrap(model).state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def data_hash(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
@@ -204,7 +196,7 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     n_images = sum(int(y.numel()) for _, y in held)
 
     key = hashlib.sha256(json.dumps({
-        "v": CACHE_VERSION, "arch": arch, "criterion": criterion, "bn": bn, "weights": weights_hash(model),
+        "v": CACHE_VERSION, "arch": arch, "criterion": criterion, "bn": bn, "weights": weights_digest(unwrap(model), 64),
         "data": data_hash(held), "grid": grid}, sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cache_dir or default_cache_dir()) / f"{arch}-{key}.json"
     if use_cache and path.exists():

@@ -1,7 +1,7 @@
 """SNF, abstract-level reimplementation: search the number of filters per layer under a FLOPs target.
 
 NOT the authors' code: SNF's paper body and code were not available; this implements the family
-its abstract defines (papers.md §2), and every report it produces says so (``LABEL``):
+its abstract defines (docs/papers.md), and every report it produces says so (``LABEL``):
 
 1. sensitivity curves of a trained model (``sensitivity.measure``): the held-out loss rise when
    one conv alone keeps ``k`` filters (L2 criterion), for a grid of ``k``;
@@ -39,15 +39,14 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..flops import count, spec_conv_macs
-from ..models import arch_info, build_model, check_resolution
+from ..flops import conv_geometry, spec_conv_macs
+from ..models import arch_info
 from ..models.graph import prunable_convs
 from ..models.spec import ChannelSpec, kept_filters
-from .compact import build_compact
 from .criteria import get_criterion, select_kept
 from .knapsack import InfeasibleError, Item, solve
 from .sensitivity import LABEL
-from .sfp import prunable_modules, unwrap
+from .sfp import prunable_modules
 
 DEFAULT_GRID = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)  # keep fractions; 1.0 is implied
 COUPLING = "independent counts, full-width residual streams"
@@ -71,28 +70,11 @@ class Term:
 
 @lru_cache(maxsize=None)
 def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
-    """One term per conv of ``arch`` (see the module docstring), from the dense skeleton."""
-    check_resolution(arch, resolution)
-    with torch.device("meta"):
-        model = build_model(arch)
-    names = {m: n for n, m in model.named_modules()}
-    dense: dict[str, tuple[int, int, int, int]] = {}
-
-    def hook(m, _inp, out):
-        kh, kw = m.kernel_size
-        dense[names[m]] = (out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups, m.out_channels, kh * kw)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, resolution, resolution, device="meta"))
-    for h in handles:
-        h.remove()
+    """One term per conv of ``arch`` (see the module docstring), from ``flops.conv_geometry``."""
     layers = {c.name: c for c in prunable_convs(arch)}
     feeder = {consumer: c.name for c in layers.values() for consumer in c.consumers}
-    terms = []
-    for conv, (coef, cin, cout, area) in dense.items():
-        terms.append(Term(conv, coef, feeder.get(conv, cin), conv if conv in layers else cout, area))
-    return tuple(terms)
+    return tuple(Term(conv, g.coef, feeder.get(conv, g.c_in), conv if conv in layers else g.c_out, g.area)
+                 for conv, g in conv_geometry(arch, resolution).items())
 
 
 def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
@@ -333,49 +315,3 @@ def kept_indices(model: nn.Module, arch: str, kept: Mapping[str, int], criterion
     convs = prunable_modules(model, arch)
     return {name: select_kept(score(conv.weight, generator), int(kept.get(name, conv.out_channels)))
             for name, conv in convs.items()}
-
-
-def snf_prune(model: nn.Module, arch: str, heldout_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
-              target_percent: float, *, grid: Sequence[float] = DEFAULT_GRID, criterion: str = "l2",
-              uniform: bool = False, resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-              cache_dir=None, progress: bool | None = None, generator: torch.Generator | None = None,
-              variant: str | None = None) -> tuple[nn.Module, ChannelSpec, dict]:
-    """Search, prune and build the compact model (no fine-tuning; that is the trainer's part).
-
-    ``model``: the trained dense ``arch`` (not modified). ``heldout_batches``: ``(images,
-    labels)`` pairs NOT used for training (ignored when ``uniform`` or by data-free variants).
-    ``target_percent``: conv-MACs reduction in percent. ``uniform=True`` gives the uniform-rate
-    baseline at the same FLOPs (``uniform_search``); otherwise the search ``variant`` (a key of
-    ``snf_variants.VARIANTS``; None = ``snf_variants.DEFAULT_VARIANT``).
-    Returns ``(compact_model, spec, report)``; ``report`` is JSON-ready and carries ``label``.
-    The compact model's conv MACs are counted with ``repro.flops.count`` and must equal the
-    searched value (AssertionError otherwise).
-    """
-    from .snf_variants import DEFAULT_VARIANT, Context, get_variant
-
-    resolution = resolution or arch_info(arch).resolution
-    check_target(target_percent)
-    model = unwrap(model)
-    chosen = None if uniform else get_variant(variant or DEFAULT_VARIANT)
-    info: dict = {}
-    if chosen is None:
-        result = uniform_search(arch, target_percent, resolution=resolution)
-    else:
-        batches = None if heldout_batches is None else list(heldout_batches)
-        if chosen.needs_data and not batches:
-            raise ValueError("SNF needs held-out batches for its sensitivity curves")
-        ctx = Context(model, arch, batches, target_percent, tuple(grid), criterion, resolution, tolerance,
-                      cache_dir, progress)
-        start = time.perf_counter()
-        result = chosen.run(ctx)
-        info = dict(ctx.info, variant=chosen.name, variant_summary=chosen.summary,
-                    variant_wall_s=round(time.perf_counter() - start, 3))
-    indices = kept_indices(model, arch, result.kept, criterion, generator)
-    compact = build_compact(model, arch, indices)
-    counted = count(compact, resolution).conv_macs
-    if counted != result.conv_macs:
-        raise AssertionError(f"compact model counts {counted} conv MACs, the search promised {result.conv_macs}")
-    report = result.to_json()
-    report.update({"arch": arch, "criterion": criterion, "grid": list(grid) if not uniform else None,
-                   "compact_conv_macs": counted, **info})
-    return compact, compact.spec, report

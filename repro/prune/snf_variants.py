@@ -17,18 +17,28 @@ knapsack minimises:
                re-allocate filters but not trade capacity for a smaller immediate loss.
 
 Each ``run`` returns the ``SearchResult`` and a JSON-ready ``info`` dict for the report.
+``snf_prune`` (the entry point the trainer, the digits demo and the harness call) runs a variant,
+prunes by the criterion and builds the compact model.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..flops import count
+from ..models import arch_info
 from ..models.graph import prunable_convs
+from ..models.spec import ChannelSpec
+from .compact import build_compact
 from .joint import measure_cuts
 from .sensitivity import Sensitivity, measure
+from .sfp import unwrap
+from .snf import (DEFAULT_GRID, DEFAULT_TOLERANCE, check_target, grid_counts, kept_indices, search, spec_weights,
+                  uniform_search)
 
 
 @dataclass
@@ -60,7 +70,6 @@ class Variant:
 
 
 def _curves(ctx: Context, bn: str) -> Sensitivity:
-    from .snf import grid_counts
     sens = measure(ctx.model, ctx.arch, ctx.need_batches(), grid_counts(ctx.arch, ctx.grid), criterion=ctx.criterion,
                    cache_dir=ctx.cache_dir, progress=ctx.progress, bn=bn)
     ctx.info.update({"sensitivity_wall_s": round(sens.wall_s, 3), "sensitivity_cached": sens.cached,
@@ -71,7 +80,6 @@ def _curves(ctx: Context, bn: str) -> Sensitivity:
 
 
 def _search(ctx: Context, rise, **kw):
-    from .snf import search
     return search(ctx.arch, rise, ctx.target, resolution=ctx.resolution, tolerance=ctx.tolerance, **kw)
 
 
@@ -95,7 +103,6 @@ def stage_groups(arch: str) -> dict[str, list]:
 
 
 def run_stage(ctx: Context):
-    import time
     start = time.perf_counter()
     groups = stage_groups(ctx.arch)
     fractions = sorted(set(ctx.grid) - {1.0})
@@ -119,7 +126,6 @@ def run_stage(ctx: Context):
 
 
 def run_weights(ctx: Context):
-    from .snf import spec_weights, uniform_search
     rise = _curves(ctx, "batch").rise
     floor = spec_weights(ctx.arch, uniform_search(ctx.arch, ctx.target, resolution=ctx.resolution).kept,
                          ctx.resolution)
@@ -168,3 +174,47 @@ def get_variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown SNF variant '{name}'; known: {', '.join(VARIANTS)}") from None
+
+
+def snf_prune(model: nn.Module, arch: str, heldout_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+              target_percent: float, *, grid: Sequence[float] = DEFAULT_GRID, criterion: str = "l2",
+              uniform: bool = False, resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+              cache_dir=None, progress: bool | None = None, generator: torch.Generator | None = None,
+              variant: str | None = None) -> tuple[nn.Module, ChannelSpec, dict]:
+    """Search, prune and build the compact model (no fine-tuning; that is the trainer's part).
+
+    ``model``: the trained dense ``arch`` (not modified). ``heldout_batches``: ``(images,
+    labels)`` pairs NOT used for training (ignored when ``uniform`` or by data-free variants).
+    ``target_percent``: conv-MACs reduction in percent. ``uniform=True`` gives the uniform-rate
+    baseline at the same FLOPs (``uniform_search``); otherwise the search ``variant`` (a key of
+    ``VARIANTS``; None = ``DEFAULT_VARIANT``).
+    Returns ``(compact_model, spec, report)``; ``report`` is JSON-ready and carries ``label``.
+    The compact model's conv MACs are counted with ``repro.flops.count`` and must equal the
+    searched value (AssertionError otherwise).
+    """
+    resolution = resolution or arch_info(arch).resolution
+    check_target(target_percent)
+    model = unwrap(model)
+    chosen = None if uniform else get_variant(variant or DEFAULT_VARIANT)
+    info: dict = {}
+    if chosen is None:
+        result = uniform_search(arch, target_percent, resolution=resolution)
+    else:
+        batches = None if heldout_batches is None else list(heldout_batches)
+        if chosen.needs_data and not batches:
+            raise ValueError("SNF needs held-out batches for its sensitivity curves")
+        ctx = Context(model, arch, batches, target_percent, tuple(grid), criterion, resolution, tolerance,
+                      cache_dir, progress)
+        start = time.perf_counter()
+        result = chosen.run(ctx)
+        info = dict(ctx.info, variant=chosen.name, variant_summary=chosen.summary,
+                    variant_wall_s=round(time.perf_counter() - start, 3))
+    indices = kept_indices(model, arch, result.kept, criterion, generator)
+    compact = build_compact(model, arch, indices)
+    counted = count(compact, resolution).conv_macs
+    if counted != result.conv_macs:
+        raise AssertionError(f"compact model counts {counted} conv MACs, the search promised {result.conv_macs}")
+    report = result.to_json()
+    report.update({"arch": arch, "criterion": criterion, "grid": list(grid) if not uniform else None,
+                   "compact_conv_macs": counted, **info})
+    return compact, compact.spec, report

@@ -1,19 +1,18 @@
 """What a paper table contains: its rows, the runs behind each row (grid x seeds) and the paper's values.
 
-A launch script (launch/table2.py, ...) declares one `TableSpec`; the launcher (repro.launch) plans
-and submits from it and the table builder (repro.tables) reads the same object, so the two cannot
+Each module of ``repro.papers`` declares one `TableSpec`; the launcher (``repro.runs``) plans and
+submits from it and the table builder (``repro.report``) reads the same object, so the two cannot
 drift apart. Nothing here imports torch or the trainer: declaring a table is cheap.
 
-Paper values are facts from ../shared/reference/papers.md. A cell the sources could not confirm is
-`unconfirmed(...)`, never a guess; it renders as "unconfirmed" in every output.
+Paper values are facts with their sources (docs/papers.md). A cell the sources could not confirm
+is `unconfirmed(...)`, never a guess; it renders as "unconfirmed" in every output.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
+
+from .sources import SOURCES
 
 # Metrics a row can carry, in display order. Drops are (baseline - pruned) in points, as in the
 # papers: positive = the pruned model is worse. A paper's "+0.14% accuracy" is a drop of -0.14.
@@ -25,25 +24,49 @@ RESULT_KEYS = {"top1": "val_top1", "top5": "val_top5"}
 
 @dataclass(frozen=True)
 class PaperValue:
-    """One number printed in (or stated by) the paper; `value=None` means not known here."""
+    """One number a source prints (or states) for a paper cell; `value=None` means not known here.
+
+    source: key of the document it comes from (``repro.papers.sources.SOURCES``); every number
+            has one, and the tables show it per cell with a legend naming the document in full.
+    caveat: what a reader must know about this number (a transcription slip, an unstated protocol).
+    candidates: numbers a source prints for this cell without saying which of them belongs to it
+            (an unconfirmed cell only; shown as such, never as the cell's value).
+    Equality compares the numbers only (value, std, confirmed, note, candidates), not where they
+    were read.
+    """
     value: float | None
     std: float | None = None
     confirmed: bool = True
     note: str = ""
+    source: str = field(default="", compare=False)
+    caveat: str = field(default="", compare=False)
+    candidates: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.confirmed and self.value is None:
             raise ValueError("a confirmed paper value needs a number")
+        if self.confirmed and self.candidates:
+            raise ValueError("candidates belong to an unconfirmed cell; a confirmed one has its value")
+        if (self.value is not None or self.candidates) and not self.source:
+            raise ValueError("a paper number needs its source (a key of repro.papers.sources.SOURCES)")
+
+    @property
+    def numbers(self) -> tuple[float, ...]:
+        """Every number this cell states (value, std, candidates): each must trace to its source."""
+        return tuple(v for v in (self.value, self.std, *self.candidates) if v is not None)
 
 
-def paper(value: float, std: float | None = None, note: str = "") -> PaperValue:
-    """A value printed in the paper (or reprinted by the same authors)."""
-    return PaperValue(value, std, True, note)
+def paper(value: float, std: float | None = None, note: str = "", *, source: str = "",
+          caveat: str = "") -> PaperValue:
+    """A value a source prints for the cell (the paper, or a reprint / transcription of it)."""
+    return PaperValue(value, std, True, note, source, caveat)
 
 
-def unconfirmed(note: str, value: float | None = None) -> PaperValue:
-    """A cell the sources could not confirm; `value` only when some source states a number."""
-    return PaperValue(value, None, False, note)
+def unconfirmed(note: str, value: float | None = None, *, source: str = "",
+                candidates: tuple[float, ...] = (), caveat: str = "") -> PaperValue:
+    """A cell the sources could not confirm; `value` only when some source states a number for it,
+    `candidates` when a source prints several numbers without assigning one to this cell."""
+    return PaperValue(value, None, False, note, source, caveat, tuple(candidates))
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,10 @@ class TableSpec:
     base:          dotted overrides every run gets (data set, recipe).
     smoke:         dotted overrides on top, for `--smoke` (tiny images, few epochs).
     smoke_data:    what `--smoke` generates: ("imagenet" | "cifar10", synth kwargs).
+    smoke_rows:    the row keys `--smoke` runs (None: every row); a smaller miniature of a big table.
     metrics:       which METRICS the table shows.
+    paper_runs:    how many runs each of the paper's mean ± std is over (the verdict's Welch test
+                   needs it); None where the paper gives single numbers.
     """
     name: str
     title: str
@@ -107,6 +133,9 @@ class TableSpec:
     smoke_data: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
+    smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
+    protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOLS)
+    paper_runs: int | None = None
 
     def __post_init__(self):
         keys = [r.key for r in self.rows]
@@ -122,6 +151,22 @@ class TableSpec:
         bad = set(self.metrics) - set(METRICS)
         if bad:
             raise ValueError(f"{self.name}: unknown metrics {sorted(bad)}")
+        for r in self.rows:
+            if any(pv.std is not None for pv in r.paper.values()) and not (self.paper_runs or 0) >= 2:
+                raise ValueError(f"{self.name}: row {r.key} has a paper std; paper_runs must say over how many "
+                                 "runs (>= 2) it was taken")
+            for pv in [*r.paper.values(), r.flops_paper]:  # a source the legend cannot name is a bug
+                if pv is not None and pv.source and pv.source not in SOURCES:
+                    raise ValueError(f"{self.name}: row {r.key}: unknown source {pv.source!r} "
+                                     f"(known: {', '.join(SOURCES)})")
+        if self.smoke_rows is not None:
+            missing = set(self.smoke_rows) - set(keys)
+            if missing:
+                raise ValueError(f"{self.name}: smoke_rows names unknown rows {sorted(missing)}")
+            for r in self.rows:
+                if r.key in self.smoke_rows and r.init_from and r.init_from not in self.smoke_rows:
+                    raise ValueError(f"{self.name}: smoke row {r.key} starts from {r.init_from}, "
+                                     "which is not a smoke row")
 
     def row(self, key: str) -> Row:
         for r in self.rows:
@@ -132,30 +177,5 @@ class TableSpec:
     def runs(self, smoke: bool = False) -> list[RunSpec]:
         """Every run the table needs, rows in order, then seeds; dependencies come after their base."""
         seeds = self.smoke_seeds if smoke else self.seeds
-        return [RunSpec(self.name, r, s) for r in self.rows for s in seeds]
-
-
-# ----------------------------------------------------------------------------- finding a table by name
-LAUNCH_DIR = Path(__file__).resolve().parent.parent / "launch"
-
-
-def known_tables() -> list[str]:
-    return sorted(p.stem for p in LAUNCH_DIR.glob("*.py") if not p.name.startswith("_"))
-
-
-def load_table(name: str) -> TableSpec:
-    """The TableSpec declared as TABLE in launch/<name>.py (the one place a table is declared)."""
-    path = LAUNCH_DIR / f"{name}.py"
-    if not name.replace("_", "").isalnum() or not path.is_file():
-        raise LookupError(f"unknown table {name!r}; known: {', '.join(known_tables()) or '(none)'} "
-                          f"(each is a launch/<name>.py)")
-    mod_name = f"_prunerepro_launch_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module  # registered first: the TableSpec pickles by reference
-        spec.loader.exec_module(module)
-    table = getattr(sys.modules[mod_name], "TABLE", None)
-    if not isinstance(table, TableSpec):
-        raise LookupError(f"{path} does not declare TABLE = TableSpec(...)")
-    return table
+        rows = [r for r in self.rows if not smoke or self.smoke_rows is None or r.key in self.smoke_rows]
+        return [RunSpec(self.name, r, s) for r in rows for s in seeds]

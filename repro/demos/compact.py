@@ -1,6 +1,6 @@
 """Build an SFP compact model from random weights, check it is exact, and time it against the dense one.
 
-    python -m repro.compact --arch resnet50 --prune 0.3 [--json] [--batch 8] [--resolution 224]
+    python -m repro.demos.compact --arch resnet50 --prune 0.3 [--json] [--batch 8] [--resolution 224]
                             [--repeats 7] [--threads 1] [--pipeline eager] [--align 8]
                             [--masks FILE] [--save FILE]
 
@@ -19,15 +19,15 @@ import sys
 
 import torch
 
-from .bench.latency import PIPELINES, demo, measure
-from .models import ARCHS, arch_info, check_resolution
-from .models.spec import kept_filters
-from .prune.compact import save_compact
+from ..bench.latency import PIPELINES, demo, measure
+from ..models import ARCHS, arch_info, check_resolution
+from ..models.spec import kept_filters
+from ..prune.compact import save_compact
 
 
 def _load_masks(path: str) -> dict:
     """A ``SoftFilterPruner.state_dict()``: saved alone, or under 'pruner' in a training checkpoint."""
-    from .rundir import load_torch_file
+    from ..io import load_torch_file
 
     state = load_torch_file(path, "--masks")
     if isinstance(state, dict) and isinstance(state.get("pruner"), dict):
@@ -57,7 +57,7 @@ def _print_human(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.compact", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m repro.demos.compact", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")

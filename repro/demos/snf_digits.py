@@ -1,6 +1,6 @@
 """CLI: SNF, abstract-level reimplementation (not the authors' code) on scikit-learn's digits.
 
-    python -m repro.snf --arch resnet56 --flops-reduction 52.94 --data digits [--json]
+    python -m repro.demos.snf_digits --arch resnet56 --flops-reduction 52.94 --data digits [--json]
         [--checkpoint PATH] [--seed S] [--epochs E] [--finetune-epochs F] [--uniform | --compare]
 
 Trains a dense baseline briefly on digits (``repro.data.digits``: 8x8 scans upsampled to 32x32 RGB; or loads
@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ARCHS, build_model
-from .prune.knapsack import InfeasibleError
-from .prune.sensitivity import LABEL
-from .prune.snf import DEFAULT_GRID, DEFAULT_TOLERANCE, InfeasibleTargetError, check_reachable, snf_prune
+from ..models import ARCHS, build_model
+from ..prune.knapsack import InfeasibleError
+from ..prune.sensitivity import LABEL
+from ..prune.snf import DEFAULT_GRID, DEFAULT_TOLERANCE, InfeasibleTargetError, check_reachable
+from ..prune.snf_variants import snf_prune
 
 RESOLUTION = 32
 
@@ -51,8 +52,8 @@ def load_digits(heldout: int = 180) -> Digits:
     taken out of the training split (stratified, fixed seed 0) for the sensitivity curves only."""
     from sklearn.model_selection import train_test_split
 
-    from .data.digits import read_split
-    from .data.stats import DIGITS_MEAN, DIGITS_STD
+    from ..data.digits import read_split
+    from ..data.stats import DIGITS_MEAN, DIGITS_STD
 
     mean = torch.tensor(DIGITS_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(DIGITS_STD).view(1, 3, 1, 1)
@@ -128,7 +129,7 @@ def train_baseline(arch: str, data: Digits, *, seed: int, epochs: int, lr: float
 
 def save_state(model: nn.Module, path: str) -> None:
     """The dense state dict, written atomically (temp file in the same folder, then rename)."""
-    from .rundir import atomic_torch_save
+    from ..io import atomic_torch_save
 
     atomic_torch_save(path, model.state_dict())
 
@@ -160,7 +161,7 @@ def recalibrated_accuracy(model: nn.Module, train_data, val_data, batch_size: in
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
     """A dense state dict, or a dict holding one under 'model' / 'state_dict' (DDP prefixes ok)."""
-    from .rundir import load_dense_weights, load_torch_file
+    from ..io import load_dense_weights, load_torch_file
 
     load_dense_weights(model, load_torch_file(path, "checkpoint"), f"checkpoint {path}")
 
@@ -168,7 +169,7 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
 # --------------------------------------------------------------------------------------------
 def _parse(argv):
     p = argparse.ArgumentParser(
-        prog="python -m repro.snf",
+        prog="python -m repro.demos.snf_digits",
         description=f"{LABEL} (not the authors' code): search the number of filters per layer under a "
                     "conv-MACs target, prune with the L2 criterion, build the compact model and fine-tune, "
                     "on scikit-learn's digits (upsampled to 32x32 RGB). Prints the achieved reduction, "

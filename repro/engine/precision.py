@@ -1,0 +1,65 @@
+"""Device-specific numerics: AMP dtype, GradScaler, channels_last, one place for each choice."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from repro.config import Config
+
+
+def amp_dtype_for(bf16_native: bool) -> torch.dtype:
+    """bf16 where the GPU computes it natively (compute capability >= 8: A100, H100, L4, ...),
+    else fp16 with a GradScaler. Pre-Ampere GPUs (V100, T4) only emulate bf16: far slower, and
+    ``torch.cuda.is_bf16_supported()`` still says yes there unless ``including_emulation=False``."""
+    return torch.bfloat16 if bf16_native else torch.float16
+
+
+def bf16_native() -> bool:
+    """Does the current CUDA device compute bf16 natively (not emulated)?"""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+class Precision:
+    """CUDA: bf16 autocast where the GPU supports it natively, else fp16 with a GradScaler, and
+    channels_last when asked. CPU: float32, contiguous, no scaler (all ignored)."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        cuda = device.type == "cuda"
+        self.amp_dtype = None
+        if cuda and cfg.amp:
+            self.amp_dtype = amp_dtype_for(bf16_native())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16) if cuda else None
+        self.channels_last = cuda and cfg.channels_last
+
+    def autocast(self, enabled: bool = True):
+        if self.amp_dtype is None or not enabled:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def on_device(self, model: nn.Module, device: torch.device) -> nn.Module:
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    @property
+    def name(self) -> str:
+        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Float32 that is float32: no TF32 in cuDNN convolutions and cuBLAS matmuls (torch allows TF32
+    for convolutions by default, a 10-bit mantissa). For the delivered model's reported accuracy
+    and for exactness checks; restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

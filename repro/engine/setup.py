@@ -1,0 +1,142 @@
+"""What happens around the loop before it starts: input checks that need no process group and
+touch nothing (``preflight``), the run folder's lock, inspection and preparation (rank 0, outcome
+shared: ``prepare_folder``), process-wide switches, and start-up plugins."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from repro import dist, rundir
+from repro.config import Config, ConfigError
+from repro.io import clean_tmp
+from repro.lock import FolderLock, LockHeld
+from repro.rundir import FolderInUse, RunDirError
+
+from .init import check_init
+
+log = logging.getLogger(__name__)
+
+# Instrumentation loaded once at start-up, before anything runs: a list of Python files separated
+# by os.pathsep. The test suite's fault injection (tests/plugins/) uses it to pause a run at a
+# known point; nothing in the production path depends on it.
+PLUGINS_ENV = "PRUNEREPRO_PLUGINS"
+_loaded: set[str] = set()
+
+
+def load_plugins() -> None:
+    for path in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
+        if path in _loaded:
+            continue
+        spec = importlib.util.spec_from_file_location(f"_prunerepro_plugin_{len(_loaded)}", path)
+        if spec is None or not Path(path).is_file():
+            raise ConfigError(f"{PLUGINS_ENV}: {path} is not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        _loaded.add(path)
+
+
+def preflight(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> None:
+    """Every input error that can be found without touching the run folder (and without a process
+    group): the data set and its identity, the head size, the batch split, the starting weights,
+    the folder path. Raises ConfigError / DataError / RunDirError (one line)."""
+    from repro.data import check_data, data_classes
+    check_data(cfg.data)
+    if cfg.data.batch_size % denv.world_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {denv.world_size} "
+                          f"processes of this run; use a multiple of {denv.world_size}")
+    classes = data_classes(cfg.data)
+    if cfg.model.num_classes and cfg.model.num_classes < classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} is fewer than the {classes} classes of "
+                          f"{cfg.data.name}; leave it 0 to take the data's count")
+    rundir.check_path(run_dir)
+    if not (run_dir / rundir.CHECKPOINT).exists():  # a resumed run starts from its checkpoint instead
+        check_init(cfg.prune.init_from, run_dir, cfg.model.arch, cfg.model.num_classes or classes)
+
+
+def inspect_folder(cfg: Config, run_dir: Path, world_size: int) -> dict | None:
+    """Read every file the run folder holds and refuse what is not this run's or is damaged,
+    before anything is written. Returns the checkpoint (None if there is none)."""
+    rundir.check_config(run_dir, cfg)
+    rundir.done_result(run_dir, cfg)  # a malformed or foreign result.json is refused
+    rundir.read_env(run_dir)
+    rundir.read_metrics(run_dir)
+    ckpt = rundir.load_checkpoint(run_dir)
+    if ckpt is not None:
+        from .checkpoint import validate
+        validate(ckpt, cfg, run_dir, world_size)
+    return ckpt
+
+
+def _lock_and_prepare(cfg: Config, run_dir: Path, world_size: int) -> tuple[FolderLock, str, dict]:
+    rundir.make_folder(run_dir)
+    try:
+        held = FolderLock(run_dir / rundir.LOCK, f"python -m repro.train, {world_size} process(es)").acquire()
+    except LockHeld as e:
+        raise FolderInUse(f"run folder {run_dir} is in use by {e}; one process trains a folder at a time - "
+                          "wait for it to end or stop it") from None
+    except OSError as e:
+        raise RunDirError(f"run folder {run_dir} is not writable ({e.strerror or e}); give a folder you "
+                          "can write to") from None
+    try:
+        # From here on this process is the folder's only writer: nothing below races another start.
+        ckpt = inspect_folder(cfg, run_dir, world_size)
+        state = rundir.prepare(run_dir, cfg)
+        prev = rundir.read_result(run_dir)
+        if state != "done" and prev is not None:
+            # A failed attempt (or a done one whose model.pt is gone) is retried from its last good
+            # checkpoint (the launcher decides whether to start it again); its result.json must go
+            # so "done" stays unambiguous.
+            (run_dir / rundir.RESULT).unlink()
+        removed = clean_tmp(run_dir)  # only a dead writer's leftovers: a live one would hold the lock
+    except BaseException:
+        held.release()
+        raise
+    return held, state, {"prev": prev, "removed": removed, "ckpt": ckpt}
+
+
+def prepare_folder(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> tuple[str, dict | None, FolderLock | None]:
+    """Rank 0 takes the folder's lock (for the whole run), checks and prepares the folder; every
+    rank learns the outcome (or the same one-line error). Returns (state, info, lock)."""
+    out: tuple = ("ok", None)
+    held = None
+    if denv.is_main:
+        try:
+            held, state, info = _lock_and_prepare(cfg, run_dir, denv.world_size)
+            out = (state, {k: v for k, v in info.items() if k != "ckpt"})
+            ckpt = info["ckpt"]
+        except (RunDirError, ConfigError) as e:  # (FolderInUse is a RunDirError)
+            out = ("error", {"message": str(e), "type": type(e).__name__})
+        except OSError as e:  # e.g. the disk is full: name the file, keep what is there
+            out = ("error", {"message": f"{e.filename or run_dir}: {e.strerror or e}", "type": "RunDirError"})
+    out = dist.broadcast_object(out)
+    if out[0] == "error":
+        cls = {"RunDirError": RunDirError, "FolderInUse": FolderInUse}.get(out[1]["type"], ConfigError)
+        raise cls(out[1]["message"])
+    if denv.is_main:
+        out[1]["ckpt"] = ckpt
+    return out[0], out[1], held
+
+
+@contextlib.contextmanager
+def process_switches(cfg: Config):
+    """Deterministic kernels and cudnn autotuning for this run; restored afterwards, as run() may
+    be called again in the same process."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+    torch.backends.cudnn.deterministic = cfg.deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[1], saved[2]

@@ -1,0 +1,45 @@
+"""The GPU acceptance check (python -m repro.bench.gpu) in its CPU form, as CI runs it: the same
+steps end to end (stand-in ImageNet, our trainer, the bare loop, the loader alone, a process group
+through repro.dist, the compact ResNet-50 at 40%), printing its ratios beside their goals."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_cpu_variant_prints_its_ratios_and_facts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "repro.bench.gpu", "--cpu", "--json", "--work", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=850)
+    assert out.returncode == 0, out.stderr[-4000:]
+    text = out.stdout
+    r = json.loads(text.strip().splitlines()[-1])
+    assert "CPU VARIANT (no GPU)" in text
+    for label, key, goal in (("trainer / bare loop", "trainer_over_bare", ">= 0.95"),
+                             ("loader / training", "loader_over_training", ">= 1.2"),
+                             ("compact measured / theoretical", "compact_over_theoretical", ">= 0.85")):
+        value = r["ratios"][key]
+        assert math.isfinite(value) and value > 0, (key, value)
+        line = next(x for x in text.splitlines() if x.startswith(label))
+        printed = re.search(r"\s(\d+\.\d+)\s", line)
+        assert printed and float(printed.group(1)) == pytest.approx(value, abs=5e-4), line
+        assert goal in line, line
+    # the rates the ratios come from are the trainer's own, the bare loop's and the loader's
+    assert r["ratios"]["trainer_over_bare"] == pytest.approx(r["trainer"]["images_per_s"] / r["bare"]["images_per_s"])
+    assert len(r["trainer"]["epochs_images_per_s"]) == r["facts"]["sizes"]["epochs"]
+    # facts that hold on any machine
+    pg = r["process_group"]
+    assert (pg["backend"], pg["world_size"], pg["source"], pg["all_reduce_ok"]) == ("gloo", 1, "torchrun", True)
+    assert (r["trainer"]["train_precision"], r["trainer"]["eval_precision"]) == ("float32", "float32")
+    c = r["compact"]
+    assert c["rel_diff_fp32"] < 1e-4 and c["rel_diff_fp32_aligned"] < 1e-4  # exact up to float32 rounding
+    assert c["theoretical_speedup"] > 1.5  # ResNet-50 at 40%: about 2.1x fewer conv MACs
+    assert "goals missed:" in text

@@ -1,0 +1,115 @@
+"""Preemption on a cluster, reproduced on CPU with real processes (issue 14, defects 1 and 2):
+
+* stop signals that reach two DDP ranks (gloo) at different steps, with the CUDA stop-check
+  cadence forced (every 20 steps): every rank checkpoints together and exits 75, no hang;
+* a signal that reaches one rank only while the epoch is being evaluated: the agreed flag decides,
+  both ranks stop after the epoch's checkpoint;
+* SIGTERM to every process of the run - the trainer and W&B's service, as SLURM signals a job
+  step - with an offline W&B run active: checkpoint, exit 75 (requeue), no failed result.json.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from repro import rundir
+from conftest import PAUSE_PLUGIN, REPO, pause_at_step
+from tests.test_train import TINY, cli, popen, wait_for
+
+SIGNALS_PLUGIN = REPO / "tests" / "plugins" / "signals.py"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_ranks(args: list[str], env: dict, timeout: float) -> list[tuple[int | None, str]]:
+    """Run the trainer as two gloo ranks (torchrun's environment, one process each); returns
+    [(exit code or None if it had to be killed, output)] per rank."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        e = {**os.environ, **env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+             "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+             "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "repro.train", *args], cwd=REPO, env=e,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    end = time.time() + timeout
+    while time.time() < end and any(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    out = []
+    for p in procs:
+        rc = p.poll()
+        if rc is None:  # hung: the defect this file is about
+            p.kill()
+            p.wait(30)
+        out.append((rc, p.stdout.read()))
+    return out
+
+
+def _ckpt(d):
+    ck = torch.load(d / "checkpoint.pt", weights_only=True)
+    return ck["epoch"], ck["batch"], ck["step"]
+
+
+@pytest.mark.parametrize("case", ["steps-apart", "during-evaluation"])
+def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_path):
+    d = tmp_path / "run"
+    if case == "steps-apart":
+        # rank 0 is signalled after step 5, rank 1 after step 6; the next agreement is at step 20
+        args = TINY + ["schedule.train_batches=30", "schedule.epochs=1", "schedule.milestones="]
+        plan, where = "0:5:SIGUSR1,1:6:SIGUSR1", (0, 20, 20)
+    else:
+        # rank 0 only, as epoch 0's evaluation starts (after the epoch's last stop check)
+        args = TINY
+        plan, where = "0:eval0:SIGTERM", (1, 0, 3)
+    env = {"PRUNEREPRO_PLUGINS": str(SIGNALS_PLUGIN), "PRUNEREPRO_TEST_CHECK_EVERY": "20",
+           "PRUNEREPRO_TEST_SIGNAL_AT": plan}
+    t0 = time.time()
+    ranks = _two_ranks(args + ["--run-dir", str(d)], env, timeout=240)
+    for rank, (rc, log) in enumerate(ranks):
+        assert rc == 75, f"rank {rank}: exit {rc} after {time.time() - t0:.0f}s (None = hung)\n{log[-3000:]}"
+    assert "preempted:" in ranks[0][1] and "preempted:" in ranks[1][1]
+    assert _ckpt(d) == where
+    assert rundir.read_result(d) is None  # not failed, not done: to be requeued
+    # ... and the requeued run finishes from that checkpoint (plugins off)
+    rest = _two_ranks(args + ["--run-dir", str(d)], {}, timeout=240)
+    assert [rc for rc, _ in rest] == [0, 0], rest[0][1][-3000:]
+    assert rundir.read_result(d)["status"] == "done"
+
+
+def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, wandb_offline):
+    d = tmp_path / "run"
+    args = TINY + ["log.wandb=offline", "--run-dir", str(d)]
+    p = popen(args, env=pause_at_step(2, 120))
+    wait_for(lambda: (d / "logs" / "paused-at-step-2").exists(), p)
+    # SLURM signals every process of the job step, W&B's service (wandb-core) included; it runs in
+    # a process group of its own, so a process-group kill would miss it.
+    procs = [psutil.Process(p.pid)] + psutil.Process(p.pid).children(recursive=True)
+    assert any("wandb" in q.name() for q in procs), [q.name() for q in procs]
+    for q in procs:
+        q.send_signal(signal.SIGTERM)
+    assert p.wait(120) == 75  # "requeue me"
+    log = p.stdout.read()
+    assert "preempted:" in log and "checkpointing at epoch 0 batch 2 (step 2)" in log
+    assert "W&B finish failed" in log  # the service really was gone
+    assert _ckpt(d) == (0, 2, 2)
+    assert rundir.read_result(d) is None  # the requeue path, not a failure
+    # the requeued attempt resumes and finishes
+    out = cli(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert rundir.read_result(d)["status"] == "done"
+
+
+assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists()

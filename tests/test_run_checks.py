@@ -1,0 +1,145 @@
+"""What stops a run from being called done: divergence (NaN/inf, or a training loss exploding past
+10 x ln(classes)) and the exactness checks (compact vs hard-pruned, model.pt vs the evaluated
+model); and what every done run records besides: num_classes and the measured latency.
+
+End to end through the real trainer on tiny digits runs (ResNet-20, a few batches); faults are
+injected by replacing one function the trainer calls, nothing else.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from repro import rundir, tables
+from repro.config import Config
+from repro.engine import exact
+from repro.engine.loop import EXPLODED, divergence_reason
+from repro.engine.methods import sfp as sfp_method
+from repro.papers.spec import Row, TableSpec
+from repro.runs.plan import plan
+from repro.train import TrainingFailed, run
+
+from test_train import TINY
+
+SFP = TINY + ["prune.method=sfp", "prune.rate=0.3", "log.wandb=disabled"]
+
+
+def _sums(mean_loss: float, n: int = 8) -> torch.Tensor:
+    return torch.tensor([mean_loss * n, 1.0, 4.0, float(n)], dtype=torch.float64)
+
+
+def test_divergence_rule():
+    limit = EXPLODED * math.log(8)
+    assert divergence_reason(_sums(2.1), 8) is None           # untrained level
+    assert divergence_reason(_sums(0.9 * limit), 8) is None   # bad, not exploded
+    why = divergence_reason(_sums(1.1 * limit), 8)
+    assert why.startswith("training loss exploded (epoch mean 22.87 > 10 x ln(8) = 20.8)")
+    assert divergence_reason(_sums(float("nan")), 8) == "training loss became NaN/inf"
+    assert divergence_reason(_sums(float("inf")), 10) == "training loss became NaN/inf"
+    assert divergence_reason(torch.zeros(4, dtype=torch.float64), 10) is None  # no batch yet
+
+
+def test_strict_float32_turns_tf32_off_and_restores_it():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        with exact.strict_float32(torch.device("cpu")):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+            assert torch.get_float32_matmul_precision() == "highest"
+            assert not torch.is_autocast_enabled("cpu")
+        assert torch.backends.cudnn.allow_tf32 and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
+
+
+@pytest.mark.timeout(300)
+def test_diverged_run_fails_keeps_its_checkpoint_and_the_table_says_failed(tmp_path):
+    # epoch 0 warms up at 0.01 and is checkpointed; epoch 1 runs at 50 x 0.2 = 10: the loss stays
+    # finite but explodes (epoch mean ~350 against 10 x ln 10 = 23)
+    smoke = dict(o.split("=", 1) for o in TINY + ["optim.lr=50", "log.wandb=disabled"])
+    row = Row("resnet20/baseline", "ResNet-20", "baseline", {"model.arch": "resnet20"})
+    spec = TableSpec(name="diverge", title="divergence", source="test", dataset="digits", rows=(row,),
+                     seeds=(0,), base={"data.name": "digits"}, smoke=smoke)
+    root = tmp_path / "runs"
+    (pl,) = plan(spec, root, smoke=True, query=False).runs
+    with pytest.raises(TrainingFailed, match=r"training loss exploded \(epoch mean .* > 10 x ln\(10\) = 23\) "
+                                             r"at epoch 1 batch \d+ \(lr 10\)"):
+        run(pl.cfg, pl.run_dir)
+    res = rundir.read_result(pl.run_dir)
+    assert res["status"] == "failed" and res["reason"].startswith("TrainingFailed: training loss exploded")
+    assert "\n" not in res["reason"]
+    ck = torch.load(pl.run_dir / rundir.CHECKPOINT, weights_only=True)
+    assert ck["epoch"] == 1  # the last good one: after epoch 0
+    assert not (pl.run_dir / rundir.MODEL).exists()
+    md = next(p for p in tables.build(spec, root, tmp_path / "out", smoke=True) if p.suffix == ".md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| ResNet-20"))
+    assert "failed 1 (TrainingFailed: training loss exploded (epoch mean" in line and "done" not in line
+    assert "(done 0, running 0, failed 1, missing 0)" in md
+
+
+def _corrupt_one_kept_index(build_compact):
+    """build_compact with the first kept filter of layer1.0.conv1 swapped for a pruned one."""
+    def corrupted(model, arch, kept, **kw):
+        kept = dict(kept)
+        k = kept["layer1.0.conv1"]
+        pruned = sorted(set(range(16)) - set(k.tolist()))
+        kept["layer1.0.conv1"] = torch.cat([k[1:], torch.tensor(pruned[:1])]).sort().values
+        return build_compact(model, arch, kept, **kw)
+    return corrupted
+
+
+@pytest.mark.timeout(300)
+def test_compact_model_with_a_wrong_kept_index_fails_the_exactness_check(tmp_path, monkeypatch):
+    good = run(Config.from_overrides(SFP), tmp_path / "good")
+    assert good["status"] == "done" and good["compact_rel_diff"] <= exact.TOLERANCE
+    assert good["compact_max_abs_diff"] <= good["compact_rel_diff"] * 1e3  # outputs are O(1..100)
+
+    monkeypatch.setattr(sfp_method, "build_compact", _corrupt_one_kept_index(sfp_method.build_compact))
+    d = tmp_path / "bad"
+    with pytest.raises(TrainingFailed, match=r"exactness check failed: compact model vs the hard-pruned "
+                                             r"model: max\|Δ\|/max\|out\| = \S+ > 0.0001"):
+        run(Config.from_overrides(SFP), d)
+    res = rundir.read_result(d)
+    assert res["status"] == "failed" and "exactness check failed" in res["reason"]
+    rel = float(res["reason"].split("= ")[1].split(" ")[0])
+    assert rel > 100 * exact.TOLERANCE  # one lost channel is no rounding error
+    assert torch.load(d / rundir.CHECKPOINT, weights_only=True)["epoch"] == 2  # training kept
+    assert not (d / rundir.MODEL).exists()
+
+
+@pytest.mark.timeout(300)
+def test_model_file_that_reads_back_differently_fails(tmp_path, monkeypatch):
+    from repro.engine import finish
+    real = finish.load_compact
+
+    def perturbed(path, *a, **kw):
+        m = real(path, *a, **kw)
+        with torch.no_grad():
+            m.fc.bias += 1.0
+        return m
+    monkeypatch.setattr(finish, "load_compact", perturbed)
+    d = tmp_path / "run"
+    with pytest.raises(TrainingFailed, match=r"exactness check failed: model.pt read back vs the evaluated model"):
+        run(Config.from_overrides(TINY + ["log.wandb=disabled"]), d)
+    assert rundir.read_result(d)["status"] == "failed" and not (d / rundir.MODEL).exists()
+    assert (d / rundir.CHECKPOINT).exists()
+
+
+@pytest.mark.timeout(300)
+def test_done_runs_record_classes_and_latency(tmp_path):
+    for name, extra in (("dense", ["log.wandb=disabled"]), ("sfp", SFP[len(TINY):])):
+        res = run(Config.from_overrides(TINY + extra), tmp_path / name)
+        assert res["status"] == "done" and res["num_classes"] == 10 and res["val_images"] == 16
+        lat = res["latency"]
+        assert set(lat) == {"dense_ms", "delivered_ms", "device", "batch", "threads", "precision", "repeats",
+                            "resolution"}
+        assert lat["dense_ms"] > 0 and lat["delivered_ms"] > 0
+        assert (lat["device"], lat["batch"], lat["precision"], lat["resolution"]) == ("cpu", 8, "float32", 32)
+        assert lat["threads"] == torch.get_num_threads() and lat["repeats"] >= 5
+        assert res["saved_rel_diff"] == 0.0  # model.pt reads back bit-identical on CPU
+    assert res["conv_macs"] < res["baseline_conv_macs"]  # the SFP run delivered a compact model
