@@ -44,6 +44,7 @@ class ConvGeometry:
     coef: int    # H_out * W_out * kh * kw
     c_in: int    # input channels per group
     c_out: int
+    area: int = 1  # kh * kw: the conv's weights are area * c_in * c_out (SNF's weight-aware variant)
 
     @property
     def macs(self) -> int:
@@ -61,7 +62,7 @@ def geometry_of(model: nn.Module, resolution: int) -> tuple[dict[str, ConvGeomet
     def on_conv(m: nn.Conv2d, _inp, out):
         kh, kw = m.kernel_size
         convs[names[m]] = ConvGeometry(out.shape[2] * out.shape[3] * kh * kw, m.in_channels // m.groups,
-                                       out.shape[1])
+                                       out.shape[1], kh * kw)
 
     def on_fc(m: nn.Linear, _inp, _out):
         nonlocal fc

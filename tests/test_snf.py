@@ -18,7 +18,8 @@ from repro.prune.hard import hard_prune
 from repro.prune.compact import build_compact
 from repro.prune.sensitivity import LABEL, measure
 from repro.prune.snf import (InfeasibleTargetError, baseline_macs, grid_counts, kept_indices, macs_terms,
-                             reachable_reduction, search, snf_prune, spec_macs, uniform_search)
+                             reachable_reduction, search, spec_macs, uniform_search)
+from repro.prune.snf_variants import DEFAULT_VARIANT, VARIANTS, snf_prune
 from repro.demos.snf_digits import main
 
 
@@ -273,3 +274,32 @@ def test_cli_json_end_to_end(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "repro.demos.snf_digits", "--help"], capture_output=True, text=True,
                                timeout=60).stdout
     assert "abstract-level reimplementation" in help_text
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("target", [45.0, 70.0])
+def test_every_variant_meets_the_flops_target_within_a_tenth(tmp_path, variant, target):
+    """Each search variant's compact model lands in [target, target + 0.1] (counted), like SNF's."""
+    arch = "resnet20"
+    model = calibrated(arch)
+    x, y = digits_heldout(12)
+    compact, spec, report = snf_prune(model, arch, [(x[:8], y[:8]), (x[8:], y[8:])], target, variant=variant,
+                                      cache_dir=tmp_path, progress=False)
+    counted = flops.count(compact, 32).conv_macs
+    base = flops.arch_counts(arch).conv_macs
+    assert counted == report["conv_macs"] == report["compact_conv_macs"]
+    # exact, in integers: base * (1 - (target + 0.1) / 100) <= MACs <= base * (1 - target / 100)
+    assert math.ceil(base * (100 - target - 0.10) / 100) <= counted <= math.floor(base * (100 - target) / 100)
+    assert report["variant"] == variant and report["label"] == LABEL
+    json.dumps(report)
+
+
+def test_unknown_variant_is_a_one_line_error():
+    with pytest.raises(ValueError, match="unknown SNF variant 'nope'; known: rise"):
+        snf_prune(calibrated("resnet20"), "resnet20", [digits_heldout(8)], 50.0, variant="nope")
+
+
+def test_config_names_the_same_variants_as_the_search():
+    """config sits below prune, so it names the variants itself; they must be the search's own."""
+    from repro.config.schema import SNF_VARIANTS
+    assert SNF_VARIANTS == tuple(VARIANTS) and SNF_VARIANTS[0] == DEFAULT_VARIANT

@@ -118,6 +118,9 @@ class ScheduleConfig(_Section):
 
 
 PRUNE_METHODS = ("none", "sfp", "snf")
+# repro.prune.snf_variants.VARIANTS, named here because config sits below prune (a test keeps the
+# two equal). "rise" is SNF as its abstract describes it; docs/snf_search.md compares them all.
+SNF_VARIANTS = ("rise", "rise-bn", "stage", "weights")
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ class PruneConfig(_Section):
                                  "sensitivity curves are measured")
     uniform: bool = key(False, "SNF: one prune rate for every layer meeting the same FLOPs target (the "
                                "uniform baseline) instead of the sensitivity search")
+    snf_variant: str = key("rise", "SNF: the search (rise = held-out loss rise per conv with the "
+                                   "trained BN statistics; rise-bn, stage, weights: docs/snf_search.md)",
+                           choices=SNF_VARIANTS)
 
     def validate(self):
         check(0 <= self.rate < 1, "prune.rate", "must be in [0, 1)", self.rate)
@@ -158,6 +164,8 @@ class PruneConfig(_Section):
                    f"is an SNF key; must be 0 for prune.method={self.method}", self.flops_reduction)
             check(not self.uniform, "prune.uniform", f"is an SNF key; must be false for prune.method={self.method}",
                    self.uniform)
+            check(self.snf_variant == SNF_VARIANTS[0], "prune.snf_variant",
+                  f"is an SNF key; must be {SNF_VARIANTS[0]} for prune.method={self.method}", self.snf_variant)
             check(self.finetune_epochs == 0, "prune.finetune_epochs",
                    f"is an SNF key; must be 0 for prune.method={self.method} (use schedule.epochs)",
                    self.finetune_epochs)

@@ -31,7 +31,8 @@ from torch import nn
 from ..models import ARCHS, build_model
 from ..prune.knapsack import InfeasibleError
 from ..prune.sensitivity import LABEL
-from ..prune.snf import DEFAULT_GRID, DEFAULT_TOLERANCE, InfeasibleTargetError, check_reachable, snf_prune
+from ..prune.snf import DEFAULT_GRID, DEFAULT_TOLERANCE, InfeasibleTargetError, check_reachable
+from ..prune.snf_variants import snf_prune
 
 RESOLUTION = 32
 

@@ -39,15 +39,14 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..flops import conv_geometry, count, spec_conv_macs
+from ..flops import conv_geometry, spec_conv_macs
 from ..models import arch_info
 from ..models.graph import prunable_convs
 from ..models.spec import ChannelSpec, kept_filters
-from .compact import build_compact
 from .criteria import get_criterion, select_kept
 from .knapsack import InfeasibleError, Item, solve
-from .sensitivity import LABEL, Sensitivity, measure
-from .sfp import prunable_modules, unwrap
+from .sensitivity import LABEL
+from .sfp import prunable_modules
 
 DEFAULT_GRID = (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125)  # keep fractions; 1.0 is implied
 COUPLING = "independent counts, full-width residual streams"
@@ -66,6 +65,7 @@ class Term:
     coef: int            # H_out * W_out * kh * kw
     cin: str | int       # prunable conv feeding it, or a constant width
     cout: str | int      # the conv itself when prunable, else a constant width
+    area: int = 1        # kh * kw: the conv's weights are ``area * cin * cout``
 
 
 @lru_cache(maxsize=None)
@@ -73,7 +73,7 @@ def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
     """One term per conv of ``arch`` (see the module docstring), from ``flops.conv_geometry``."""
     layers = {c.name: c for c in prunable_convs(arch)}
     feeder = {consumer: c.name for c in layers.values() for consumer in c.consumers}
-    return tuple(Term(conv, g.coef, feeder.get(conv, g.c_in), conv if conv in layers else g.c_out)
+    return tuple(Term(conv, g.coef, feeder.get(conv, g.c_in), conv if conv in layers else g.c_out, g.area)
                  for conv, g in conv_geometry(arch, resolution).items())
 
 
@@ -90,6 +90,17 @@ def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None)
 
 def baseline_macs(arch: str, resolution: int | None = None) -> int:
     return spec_macs(arch, {}, resolution)
+
+
+def spec_weights(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
+    """Conv weights of the compact model keeping ``kept[conv]`` filters (full-width streams)."""
+    resolution = resolution or arch_info(arch).resolution
+    full = {c.name: c.out_channels for c in prunable_convs(arch)}
+
+    def val(v):
+        return v if isinstance(v, int) else int(kept.get(v, full[v]))
+
+    return sum(t.area * val(t.cin) * val(t.cout) for t in macs_terms(arch, resolution))
 
 
 def grid_counts(arch: str, grid: Sequence[float] = DEFAULT_GRID) -> dict[str, list[int]]:
@@ -195,11 +206,13 @@ def _finish(arch, kept, resolution, base, target, method, **kw) -> SearchResult:
 
 def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: float, *,
            resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-           max_buckets: int = 1 << 18) -> SearchResult:
+           max_buckets: int = 1 << 18, weight_bonus: float = 0.0) -> SearchResult:
     """Exact least-rise kept counts with reduction in ``[target, target + tolerance]`` percent.
 
     ``rise[conv][k]``: loss rise of keeping ``k`` filters of ``conv`` (from ``Sensitivity.rise``);
     the full width is always an option with rise 0. Convs absent from ``rise`` stay dense.
+    ``weight_bonus``: subtracted from an option's rise per fraction of the dense model's conv
+    weights it keeps (a Lagrange multiplier that favours keeping weights; 0 = plain SNF).
     """
     start = time.perf_counter()
     check_target(target_percent)
@@ -218,6 +231,7 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
         options[name] = sorted(curve.items())
 
     base = baseline_macs(arch, resolution)
+    per_weight = weight_bonus / spec_weights(arch, {}, resolution)
     lower, upper = _window(base, target_percent, tolerance)
     items, combos, constant = [], [], 0
     grouped = _groups(arch, terms)
@@ -235,7 +249,8 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
             kept = {n: k for n, (k, _) in zip(names, choice)}
             val = lambda v: v if isinstance(v, int) else kept[v]  # noqa: E731
             costs.append(sum(t.coef * val(t.cin) * val(t.cout) for t in group_terms[gi]))
-            losses.append(sum(r for _, r in choice))
+            losses.append(sum(r for _, r in choice)
+                          - per_weight * sum(t.area * val(t.cin) * val(t.cout) for t in group_terms[gi]))
             picks.append(kept)
         items.append(Item("+".join(names), tuple(costs), tuple(losses)))
         combos.append(picks)
@@ -300,47 +315,3 @@ def kept_indices(model: nn.Module, arch: str, kept: Mapping[str, int], criterion
     convs = prunable_modules(model, arch)
     return {name: select_kept(score(conv.weight, generator), int(kept.get(name, conv.out_channels)))
             for name, conv in convs.items()}
-
-
-def snf_prune(model: nn.Module, arch: str, heldout_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
-              target_percent: float, *, grid: Sequence[float] = DEFAULT_GRID, criterion: str = "l2",
-              uniform: bool = False, resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-              cache_dir=None, progress: bool | None = None, generator: torch.Generator | None = None,
-              ) -> tuple[nn.Module, ChannelSpec, dict]:
-    """Search, prune and build the compact model (no fine-tuning; that is the trainer's part).
-
-    ``model``: the trained dense ``arch`` (not modified). ``heldout_batches``: ``(images,
-    labels)`` pairs NOT used for training (ignored when ``uniform``). ``target_percent``: conv-MACs
-    reduction in percent. ``uniform=True`` gives the uniform-rate baseline at the same FLOPs
-    (``uniform_search``); otherwise SNF (``search`` on ``sensitivity.measure`` curves).
-    Returns ``(compact_model, spec, report)``; ``report`` is JSON-ready and carries ``label``.
-    The compact model's conv MACs are counted with ``repro.flops.count`` and must equal the
-    searched value (AssertionError otherwise).
-    """
-    resolution = resolution or arch_info(arch).resolution
-    check_target(target_percent)
-    model = unwrap(model)
-    sens: Sensitivity | None = None
-    if uniform:
-        result = uniform_search(arch, target_percent, resolution=resolution)
-    else:
-        if heldout_batches is None:
-            raise ValueError("SNF needs held-out batches for its sensitivity curves")
-        counts = grid_counts(arch, grid)
-        sens = measure(model, arch, heldout_batches, counts, criterion=criterion, cache_dir=cache_dir,
-                       progress=progress)
-        result = search(arch, sens.rise, target_percent, resolution=resolution, tolerance=tolerance)
-    indices = kept_indices(model, arch, result.kept, criterion, generator)
-    compact = build_compact(model, arch, indices)
-    counted = count(compact, resolution).conv_macs
-    if counted != result.conv_macs:
-        raise AssertionError(f"compact model counts {counted} conv MACs, the search promised {result.conv_macs}")
-    report = result.to_json()
-    report.update({"arch": arch, "criterion": criterion, "grid": list(grid) if not uniform else None,
-                   "compact_conv_macs": counted})
-    if sens is not None:
-        report.update({"sensitivity_wall_s": round(sens.wall_s, 3), "sensitivity_cached": sens.cached,
-                       "sensitivity_key": sens.key, "heldout_images": sens.num_images,
-                       "heldout_base_loss": sens.base_loss, "heldout_base_top1": sens.base_top1,
-                       "bn_recalibration": sens.bn_recalibration})
-    return compact, compact.spec, report

@@ -1,6 +1,6 @@
 """``prune.method=snf``: search the kept filters per layer on a trained baseline, then fine-tune.
 
-Rank 0 runs the search (``repro.prune.snf.snf_prune``) on ``prune.search_batches`` epoch-0
+Rank 0 runs the search (``repro.prune.snf_variants.snf_prune``) on ``prune.search_batches`` epoch-0
 training batches and writes ``snf_search.json`` and ``snf_pruned.pt`` into the run folder; every
 rank then loads that compact model, which the loop fine-tunes. The spec and the numbers measured
 once (baseline accuracy, accuracy right after pruning, the search report) are checkpointed, so
@@ -66,7 +66,7 @@ class Snf(Dense):
 
     def _search(self, ctx: Context, base: nn.Module) -> None:
         """Rank 0: sensitivity search + compact model, written to the run folder."""
-        from repro.prune.snf import snf_prune
+        from repro.prune.snf_variants import snf_prune
         p = self.cfg.prune
         batches = []
         ctx.loaders.train.set_epoch(0)
@@ -74,10 +74,10 @@ class Snf(Dense):
             if i >= p.search_batches:
                 break
             batches.append((ctx.prep(x), y))
-        log.info("SNF: searching kept filters for a %.2f%% conv-MACs reduction on %d batches%s",
-                 p.flops_reduction, len(batches), " (uniform baseline)" if p.uniform else "")
+        log.info("SNF: searching kept filters for a %.2f%% conv-MACs reduction on %d batches (%s)",
+                 p.flops_reduction, len(batches), "uniform baseline" if p.uniform else f"variant {p.snf_variant}")
         compact, _spec, report = snf_prune(base, self.cfg.model.arch, batches, p.flops_reduction,
-                                           criterion=p.criterion, uniform=p.uniform,
+                                           criterion=p.criterion, uniform=p.uniform, variant=p.snf_variant,
                                            resolution=self.cfg.data.resolution, progress=False)
         atomic_write_json(ctx.run_dir / SEARCH_FILE, report)
         save_compact(ctx.run_dir / PRUNED_FILE, compact)

@@ -1,0 +1,138 @@
+"""SNF search variants: BN re-estimated curves, joint cuts, the weights floor, the harness end to end."""
+import copy
+import json
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from repro.bench import snf_search
+from repro.bench.snf_search_report import paired_tests
+from repro.prune.hard import hard_prune
+from repro.prune.joint import measure_cuts
+from repro.prune.sensitivity import measure
+from repro.prune.snf import grid_counts, kept_indices, search, spec_weights, uniform_search
+from repro.prune.snf_variants import VARIANTS, Context, run_weights, stage_groups
+from tests.test_snf import calibrated, digits_heldout
+
+ARCH = "resnet20"
+COUNTS = {"conv1": [4, 8], "layer2.0.conv2": [8], "layer3.2.conv1": [1, 40]}
+
+
+def held_batches():
+    x, y = digits_heldout(24)
+    return [(x[:16], y[:16]), (x[16:], y[16:])]
+
+
+def brute_loss(model, cut, held, batch_stats):
+    """Hard-prune a copy and evaluate it; batch_stats: train-mode BN on each held-out batch."""
+    m = hard_prune(copy.deepcopy(model), ARCH, kept_indices(model, ARCH, cut))
+    total = 0.0
+    with torch.no_grad():
+        for x, y in held:
+            m.train(batch_stats)
+            total += F.cross_entropy(m(x), y, reduction="sum").item()
+    return total / sum(len(y) for _, y in held)
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_curves_equal_hard_pruning_in_both_bn_modes_and_any_chunking(tmp_path, bn):
+    model = calibrated(ARCH)
+    held = held_batches()
+    small = measure(model, ARCH, held, COUNTS, bn=bn, use_cache=False, progress=False, max_batch=8)
+    big = measure(model, ARCH, held, COUNTS, bn=bn, use_cache=False, progress=False, max_batch=1024)
+    base = brute_loss(model, {}, held, bn == "batch")
+    assert small.base_loss == pytest.approx(base, rel=1e-5)
+    for name, ks in COUNTS.items():
+        for k in ks:
+            want = brute_loss(model, {name: k}, held, bn == "batch") - base
+            assert small.rise[name][k] == pytest.approx(want, abs=5e-5)
+            assert big.rise[name][k] == pytest.approx(want, abs=5e-5)
+    assert small.bn_recalibration.startswith("none" if bn == "eval" else "per cut")
+
+
+def test_bn_mode_is_part_of_the_cache_key(tmp_path):
+    model, held = calibrated(ARCH), held_batches()
+    a = measure(model, ARCH, held, COUNTS, bn="eval", cache_dir=tmp_path, progress=False)
+    b = measure(model, ARCH, held, COUNTS, bn="batch", cache_dir=tmp_path, progress=False)
+    assert not b.cached and a.key != b.key
+    assert measure(model, ARCH, held, COUNTS, bn="batch", cache_dir=tmp_path, progress=False).cached
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_joint_cuts_equal_hard_pruning(bn):
+    model, held = calibrated(ARCH), held_batches()
+    cuts = [{}, {"layer3.2.conv1": 40}, {"conv1": 4, "layer2.1.conv1": 3, "layer3.2.conv1": 40},
+            {"layer1.0.conv1": 2, "layer1.0.conv2": 5}]
+    scores = measure_cuts(model, ARCH, held, cuts, bn=bn, max_batch=20)
+    base = brute_loss(model, {}, held, bn == "batch")
+    assert scores.base_loss == pytest.approx(base, rel=1e-5)
+    for cut, loss in zip(cuts, scores.loss):
+        assert loss == pytest.approx(brute_loss(model, cut, held, bn == "batch"), rel=1e-4, abs=1e-5)
+
+
+def test_stage_groups_cover_every_prunable_conv_once():
+    groups = stage_groups("resnet56")
+    names = [c.name for g in groups.values() for c in g]
+    assert len(names) == len(set(names)) == 55 and len(groups) == 6
+    assert "conv1" in {c.name for c in groups["layer1/output"]}
+
+
+def test_weights_variant_keeps_at_least_the_uniform_models_weights():
+    # Curves that make cutting the wide (weight-heavy) stage-3 convs look free: plain SNF guts them.
+    counts = grid_counts(ARCH)
+    rise = {n: {k: (0.0 if n.startswith("layer3") else 1.0) * (1 - k / ks[-1]) for k in ks[:-1]}
+            for n, ks in counts.items()}
+    floor = spec_weights(ARCH, uniform_search(ARCH, 50.0).kept)
+    assert spec_weights(ARCH, search(ARCH, rise, 50.0).kept) < floor
+    ctx = Context(calibrated(ARCH), ARCH, held_batches(), 50.0, (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125))
+    import repro.prune.snf_variants as sv
+    original = sv._curves
+    sv._curves = lambda _ctx, _bn: type("S", (), {"rise": rise})()
+    try:
+        result = run_weights(ctx)
+    finally:
+        sv._curves = original
+    assert spec_weights(ARCH, result.kept) >= floor == ctx.info["weights_floor"]
+    assert 50.0 <= result.reduction <= 50.1 + 1e-9
+
+
+def test_paired_tests():
+    t, w = paired_tests([1.0, 2.0, 1.5, 0.5, 1.0])
+    assert t < 0.05 and w == pytest.approx(0.0625)
+    assert paired_tests([0.0, 0.0]) == (1.0, None)
+
+
+@pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
+def test_harness_quick_end_to_end(tmp_path):
+    """--quick runs every method end to end in well under a minute of CPU (one thread, in this
+    process: CPU time, unlike wall time, does not depend on what else the machine runs)."""
+    torch.set_num_threads(1)
+    start = time.process_time()
+    argv = ["--quick", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    assert snf_search.main(argv) == 0
+    assert time.process_time() - start < 45
+    rows = [json.loads(line) for line in (tmp_path / "snf_search.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"uniform", *VARIANTS}
+    uni = next(r for r in rows if r["method"] == "uniform")
+    for r in rows:
+        if r["method"] != "uniform":  # equal FLOPs: never more MACs than uniform, within 0.1 point
+            assert r["conv_macs"] <= uni["conv_macs"]
+            assert 0 <= r["flops_reduction"] - uni["flops_reduction"] <= 0.1
+    md = (tmp_path / "snf_search.md").read_text()
+    assert "| resnet20 | 50% | uniform | 1 |" in md and "Verdict" in md
+    # resumable: a rerun finds everything done and trains nothing
+    start = time.process_time()
+    assert snf_search.main(argv) == 0
+    assert len((tmp_path / "snf_search.jsonl").read_text().splitlines()) == len(rows)
+    assert time.process_time() - start < 5
+    assert not math.isnan(uni["top1"])
+    # a seed whose dense baseline misses the bar is recorded as left out and never pruned
+    other = tmp_path / "strict"
+    assert snf_search.main(["--quick", "--out", str(other), "--cache-dir", str(tmp_path / "cache"),
+                            "--min-baseline", "101"]) == 0
+    left = [json.loads(line) for line in (other / "snf_search.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["rejected"]) for r in left] == [("baseline", True)]
+    assert "resnet20 seed 0" in (other / "snf_search.md").read_text()
