@@ -136,3 +136,30 @@ def test_harness_quick_end_to_end(tmp_path):
     left = [json.loads(line) for line in (other / "snf_search.jsonl").read_text().splitlines()]
     assert [(r["method"], r["rejected"]) for r in left] == [("baseline", True)]
     assert "resnet20 seed 0" in (other / "snf_search.md").read_text()
+
+
+def test_verdict_is_provisional_until_every_setting_has_five_seeds_and_says_what_survives_holm():
+    from repro.bench.snf_search_report import holm_survivors, incomplete, summarise, verdict_text
+
+    def row(method, seed, top1, arch="resnet20", red=50.0):
+        return {"arch": arch, "reduction": red, "method": method, "seed": seed, "top1": top1,
+                "flops_reduction": red, "pruned_recal_top1": 0.0, "val_loss": 0.1, "baseline_top1": 99.0,
+                "search_s": 1.0, "finetune_s": 1.0}
+    # 'stage' beats uniform by ~1 point on every seed (p tiny); 'rise' is even; nothing else ran
+    rows = [row("uniform", s, 90.0 + s / 10) for s in range(1, 6)]
+    rows += [row("stage", s, 91.0 + s / 10 + (0.01 if s == 3 else 0)) for s in range(1, 6)]
+    rows += [row("rise", s, 90.0 + s / 10 + (0.2 if s % 2 else -0.2)) for s in range(1, 6)]
+    entries, verdict = summarise(rows)
+    assert verdict["stage"]["beats"] == ["resnet20 50%"] and verdict["rise"]["beats"] == []
+    assert holm_survivors(verdict) == {("stage", "resnet20 50%")}
+    settings = [("resnet20", 50.0), ("resnet20", 70.0)]
+    short = incomplete(entries, settings)
+    assert "rise-bn in resnet20 50% (n = 0)" in short and "uniform in resnet20 70% (n = 0)" in short
+    assert not any(s.startswith(("stage in resnet20 50%", "uniform in resnet20 50%")) for s in short)
+    text = verdict_text(verdict, entries, settings)
+    assert text.startswith("**Provisional**") and "`stage` in resnet20 50% survives Holm's correction" in text
+    # every method with 5 seeds in every setting of the sweep: final
+    rows += [row(m, s, 90.0 + s / 10) for m in ("rise-bn", "weights") for s in range(1, 6)]
+    entries, verdict = summarise(rows)
+    assert incomplete(entries, settings[:1]) == []
+    assert verdict_text(verdict, entries, settings[:1]).startswith("**Criterion met**")

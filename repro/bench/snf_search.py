@@ -4,7 +4,7 @@
     python -m repro.bench.snf_search --quick --out DIR    # a miniature end to end (tests)
     python -m repro.bench.snf_search --report-only        # rebuild docs/snf_search.md from the results
 
-SNF here is an abstract-level reimplementation (not the authors' code; papers.md §2), run on
+SNF here is an abstract-level reimplementation (not the authors' code; docs/papers.md §7), run on
 scikit-learn's digits (``repro.demos.snf_digits.load_digits``: 1,257 training images, 180 held out from them
 for the search, the 360 validation images for every reported accuracy).
 
@@ -229,6 +229,9 @@ def parse(argv=None):
     a.results = Path(a.results) if a.results else out / "snf_search.jsonl"
     a.report = out / "snf_search.md"
     a.command = "python -m repro.bench.snf_search " + " ".join(argv if argv is not None else sys.argv[1:])
+    # the settings the verdict waits for: the full sweep's, whatever part this invocation runs
+    full = () if a.quick else itertools.product(DEFAULTS["archs"], DEFAULTS["reductions"])
+    a.settings = sorted({*full, *itertools.product(a.archs, a.reductions)}, key=lambda s: (int(s[0][6:]), s[1]))
     return a
 
 

@@ -6,7 +6,9 @@ Statistics (scipy.stats): per (arch, reduction), each variant is paired with uni
 (``wilcoxon``, exact for these sizes; zero differences dropped, "-" when all are zero). With
 n = 5 pairs the Wilcoxon test cannot go below p = 0.0625, so the verdict uses the t-test:
 a variant BEATS uniform in a setting when its mean difference is > 0 with p (t) < 0.05, LOSES
-when it is < 0 with p (t) < 0.05.
+when it is < 0 with p (t) < 0.05. The verdict is provisional while a setting has fewer than
+``MIN_PAIRS`` seeds for some method. Since every variant is tested in every setting, the report
+also says which wins survive Holm's step-down correction over all those tests (family-wise 5%).
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import statistics
 from collections import defaultdict
 
 from ..prune.snf_variants import VARIANTS
+
+MIN_PAIRS = 5  # seeds per (setting, method) before the verdict is final (the issue's bar)
+ALPHA = 0.05
 
 
 def _ms(values) -> str:
@@ -62,7 +67,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], dict]:
         by[(r["arch"], r["reduction"], r["method"])][r["seed"]] = r
     settings = sorted({(a, red) for a, red, _ in by}, key=lambda s: (int(s[0][6:]), s[1]))
     methods = ["uniform"] + [m for m in VARIANTS if any((a, red, m) in by for a, red in settings)]
-    out, verdict = [], {m: {"beats": [], "loses": [], "worse_mean": []} for m in methods[1:]}
+    out, verdict = [], {m: {"beats": [], "loses": [], "worse_mean": [], "p": {}} for m in methods[1:]}
     for arch, red in settings:
         uni = by.get((arch, red, "uniform"), {})
         for m in methods:
@@ -85,6 +90,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], dict]:
             if m != "uniform" and diffs:
                 label = f"{arch} {red:g}%"
                 mean = statistics.mean(diffs)
+                verdict[m]["p"][label] = (t, len(diffs))
                 if t is not None and t < 0.05 and mean > 0:
                     verdict[m]["beats"].append(label)
                 if t is not None and t < 0.05 and mean < 0:
@@ -126,9 +132,34 @@ def versus(entries: list[dict], rows: list[dict], reference: str) -> str:
     return "\n".join(lines)
 
 
-def verdict_text(verdict: dict) -> str:
+def holm_survivors(verdict: dict) -> set[tuple[str, str]]:
+    """(variant, setting) pairs whose p (t) stays below ALPHA after Holm's step-down correction
+    over every variant-vs-uniform test in the report."""
+    tests = sorted((t, m, label) for m, v in verdict.items() for label, (t, _n) in v["p"].items() if t is not None)
+    survivors = set()
+    for i, (t, m, label) in enumerate(tests):
+        if t >= ALPHA / (len(tests) - i):
+            break
+        survivors.add((m, label))
+    return survivors
+
+
+def incomplete(entries: list[dict], settings) -> list[str]:
+    """'method in setting (n = k)' for every (setting, method) of the sweep with fewer than
+    MIN_PAIRS seeds (0 where it has not run yet)."""
+    n = {(e["arch"], e["reduction"], e["method"]): len(e["diff"]) if e["method"] != "uniform" else e["n"]
+         for e in entries}
+    methods = ["uniform", *VARIANTS]
+    return [f"{m} in {a} {red:g}% (n = {n.get((a, red, m), 0)})" for a, red in settings for m in methods
+            if n.get((a, red, m), 0) < MIN_PAIRS]
+
+
+def verdict_text(verdict: dict, entries: list[dict], settings) -> str:
     lines = []
     winners = [m for m, v in verdict.items() if v["beats"] and not v["loses"]]
+    short = incomplete(entries, settings)
+    holm = holm_survivors(verdict)
+    n_tests = sum(t is not None for v in verdict.values() for t, _n in v["p"].values())
     for m, v in verdict.items():
         lines.append(f"- `{m}`: beats uniform in {', '.join(v['beats']) or 'no setting'}; loses in "
                      f"{', '.join(v['loses']) or 'no setting'}; mean below uniform in "
@@ -139,6 +170,15 @@ def verdict_text(verdict: dict) -> str:
     else:
         lines.insert(0, "**Criterion not met**: no variant beats uniform with p (t) < 0.05 in at least one "
                         "setting while losing in none.")
+    wins = sorted((m, label) for m in winners for label in verdict[m]["beats"])
+    if wins:
+        kept = [f"`{m}` in {label}" for m, label in wins if (m, label) in holm]
+        lines.append(f"- Multiple comparisons: of these wins, {', '.join(kept) if kept else 'none'} "
+                     f"survive{'s' if len(kept) == 1 else ''} Holm's correction over all {n_tests} "
+                     f"variant-vs-uniform tests (family-wise {ALPHA:g}).")
+    if short:
+        lines.insert(0, f"**Provisional** (fewer than {MIN_PAIRS} seeds: {'; '.join(short)}); the sweep "
+                        "continues where it stopped when run again.")
     return "\n".join(lines)
 
 
@@ -167,7 +207,8 @@ baseline stayed below {a.min_baseline:g}% (a rule on the dense model only, the s
 nominal reduction; every variant then gets the reduction uniform achieved as its target (column
 "Δ FLOPs": how far above uniform's it lands, in points; at most 0.1). Same baseline, fine-tuning
 schedule and data order for every method of a seed. "top-1 pruned, BN re-est.": before fine-tuning,
-with BN statistics re-estimated on the training images. Wall times: this machine, one thread.
+with BN statistics re-estimated on the training images. Wall times: this machine, one thread,
+measured over several sittings while other work shared its two cores: compare them roughly only.
 
 {table(entries)}
 
@@ -177,7 +218,7 @@ variant - uniform. With 5 pairs the Wilcoxon test cannot reach p < 0.0625.
 
 ## Verdict
 
-{verdict_text(verdict)}
+{verdict_text(verdict, entries, a.settings)}
 
 ## Variants against the original curves (`rise`)
 

@@ -119,8 +119,8 @@ class ScheduleConfig(_Section):
 
 PRUNE_METHODS = ("none", "sfp", "snf")
 # repro.prune.snf_variants.VARIANTS, named here because config sits below prune (a test keeps the
-# two equal). "rise" is SNF as its abstract describes it; docs/snf_search.md compares them all.
-SNF_VARIANTS = ("rise", "rise-bn", "stage", "weights")
+# two equal), the default first. docs/snf_search.md compares them all.
+SNF_VARIANTS = ("rise-bn", "rise", "stage", "weights")
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,9 @@ class PruneConfig(_Section):
                                  "sensitivity curves are measured")
     uniform: bool = key(False, "SNF: one prune rate for every layer meeting the same FLOPs target (the "
                                "uniform baseline) instead of the sensitivity search")
-    snf_variant: str = key("rise", "SNF: the search (rise = held-out loss rise per conv with the "
-                                   "trained BN statistics; rise-bn, stage, weights: docs/snf_search.md)",
+    snf_variant: str = key(SNF_VARIANTS[0], "SNF: the search (rise-bn = held-out loss rise per conv, BN "
+                                            "statistics re-estimated after each cut; rise = with the trained "
+                                            "BN statistics; stage, weights: docs/snf_search.md)",
                            choices=SNF_VARIANTS)
 
     def validate(self):

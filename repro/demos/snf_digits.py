@@ -1,7 +1,7 @@
 """CLI: SNF, abstract-level reimplementation (not the authors' code) on scikit-learn's digits.
 
     python -m repro.demos.snf_digits --arch resnet56 --flops-reduction 52.94 --data digits [--json]
-        [--checkpoint PATH] [--seed S] [--epochs E] [--finetune-epochs F] [--uniform | --compare]
+        [--checkpoint PATH] [--seed S] [--epochs E] [--finetune-epochs F] [--uniform | --compare] [--variant V]
 
 Trains a dense baseline briefly on digits (``repro.data.digits``: 8x8 scans upsampled to 32x32 RGB; or loads
 ``--checkpoint``), measures sensitivity curves on a held-out split that training never sees,
@@ -32,7 +32,7 @@ from ..models import ARCHS, build_model
 from ..prune.knapsack import InfeasibleError
 from ..prune.sensitivity import LABEL
 from ..prune.snf import DEFAULT_GRID, DEFAULT_TOLERANCE, InfeasibleTargetError, check_reachable
-from ..prune.snf_variants import snf_prune
+from ..prune.snf_variants import DEFAULT_VARIANT, VARIANTS, snf_prune
 
 RESOLUTION = 32
 
@@ -203,6 +203,8 @@ def _parse(argv):
     mode.add_argument("--compare", action="store_true",
                       help="uniform first, then SNF at the reduction uniform achieved; same baseline "
                            "and fine-tuning")
+    p.add_argument("--variant", choices=list(VARIANTS), default=DEFAULT_VARIANT,
+                   help="the SNF search (default %(default)s; docs/snf_search.md compares them)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -239,7 +241,7 @@ def run(args) -> dict:
     for method in methods:
         compact, spec, report = snf_prune(
             model, args.arch, batches(data.heldout, 128), target, grid=args.grid, uniform=method == "uniform",
-            resolution=RESOLUTION, cache_dir=args.cache_dir, progress=progress)
+            resolution=RESOLUTION, cache_dir=args.cache_dir, progress=progress, variant=args.variant)
         report["pruned_val_top1"] = accuracy(compact, data.val)
         report["pruned_bn_recal_val_top1"] = recalibrated_accuracy(compact, data.train, data.val)
         t1 = time.perf_counter()

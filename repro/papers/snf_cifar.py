@@ -52,6 +52,9 @@ TABLE = TableSpec(
     metrics=("top1", "top1_drop"),
     notes=("SNF, abstract-level reimplementation: sensitivity curves + exact multiple-choice "
            "knapsack under the FLOPs target, then fine-tuning (docs/papers.md).",
+           "The SNF rows use the search variant 'rise-bn' (prune.snf_variant: each conv's held-out loss rise "
+           "with BN statistics re-estimated after each cut). docs/snf_search.md compares it, the abstract's "
+           "plain loss rise and two more variants with the uniform rate at equal FLOPs.",
            "Fine-tuning schedule (100 epochs, lr 0.01, x0.1 at 50 and 75) is this suite's choice; "
            "the paper's is not known here."),
 )

@@ -1,6 +1,6 @@
 """Held-out loss of JOINT cuts: several convs cut at once (SNF search variants, not the default curves).
 
-Part of "SNF, abstract-level reimplementation" (not the authors' code; papers.md §2).
+Part of "SNF, abstract-level reimplementation" (not the authors' code; docs/papers.md §7).
 
 ``sensitivity.measure`` cuts one conv at a time, so a search built on it assumes the damages of
 single cuts add up. ``measure_cuts`` measures given combinations directly: each cut is a table
