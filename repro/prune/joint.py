@@ -21,7 +21,7 @@ from torch import nn
 
 from ..models.graph import prunable_convs
 from .criteria import get_criterion
-from .sensitivity import BN_MODES, _BatchStats, _run, _segments, default_max_batch
+from .sensitivity import BN_MODES, _BatchStats, _run, _segments, chunks, default_max_batch
 from .sfp import prunable_modules, unwrap
 
 
@@ -73,18 +73,13 @@ def measure_cuts(model: nn.Module, arch: str, batches: Sequence[tuple[torch.Tens
         for si in range(len(segs)):
             todo = [i for i, s in enumerate(start) if s == si]
             for (_, y), a in zip(held, acts):
-                b = int(a.shape[0])
-                size = b if stats is not None else min(b, max_batch)
-                per_chunk = max(1, max_batch // size)
-                for i0 in range(0, b, size):
-                    a_i, y_i = a[i0:i0 + size], y[i0:i0 + size]
-                    for c0 in range(0, len(todo), per_chunk):
-                        chunk = todo[c0:c0 + per_chunk]
-                        ce, hit = _forward_cuts(model, segs, si, a_i, y_i, [cuts[i] for i in chunk],
-                                                layers, ranking, stats, device)
-                        for j, i in enumerate(chunk):
-                            loss[i] += ce[j]
-                            hits[i] += hit[j]
+                for a_i, y_i, items in chunks(a, y, len(todo), stats is not None, max_batch):
+                    chunk = todo[items.start:items.stop]
+                    ce, hit = _forward_cuts(model, segs, si, a_i, y_i, [cuts[i] for i in chunk],
+                                            layers, ranking, stats, device)
+                    for j, i in enumerate(chunk):
+                        loss[i] += ce[j]
+                        hits[i] += hit[j]
             if si == len(segs) - 1:
                 for (_, y), a in zip(held, acts):  # the head on the uncut model's features
                     logits = _run(segs, si, a)

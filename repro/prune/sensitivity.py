@@ -159,6 +159,18 @@ def _run(segs, start: int, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def chunks(a: torch.Tensor, y: torch.Tensor, n_items: int, whole_batch: bool, max_batch: int):
+    """Split one held-out batch for batched grid points (or cuts): yields (images, labels, range of
+    items) with as many items per image slice as fit in ``max_batch`` copies. Slices are the whole
+    batch when BN statistics are taken over it (``whole_batch``), else at most ``max_batch`` images."""
+    b = int(a.shape[0])
+    size = b if whole_batch else min(b, max_batch)
+    per_chunk = max(1, max_batch // size)
+    for i0 in range(0, b, size):
+        for c0 in range(0, n_items, per_chunk):
+            yield a[i0:i0 + size], y[i0:i0 + size], range(c0, min(c0 + per_chunk, n_items))
+
+
 def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
             counts: Mapping[str, Sequence[int]], *, criterion: str = "l2",
             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
@@ -250,35 +262,28 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
                 hit_sum = torch.zeros(len(ks), dtype=torch.float64)
                 norm = model.get_submodule(layer.bn)
                 for (_, y), a in zip(held, acts):
-                    b = int(a.shape[0])
-                    # Image slices of this batch (whole batches with bn="batch": its statistics
-                    # are over the batch) and how many grid points run together on one slice.
-                    size = b if stats is not None else min(b, max_batch)
-                    per_chunk = max(1, max_batch // size)
-                    for i0 in range(0, b, size):
-                        a_i, y_i = a[i0:i0 + size], y[i0:i0 + size]
-                        n = int(a_i.shape[0])
-                        for c0 in range(0, len(ks), per_chunk):
-                            chunk = ks[c0:c0 + per_chunk]
-                            g = len(chunk)
-                            masks = torch.zeros(g, layer.out_channels, device=device)
-                            for j, k in enumerate(chunk):
-                                masks[j, ranking[:k].to(device)] = 1.0
-                            m = masks.repeat_interleave(n, dim=0)[:, :, None, None]
-                            handle = norm.register_forward_hook(lambda _m, _i, out, m=m: out * m)
+                    for a_i, y_i, items in chunks(a, y, len(ks), stats is not None, max_batch):
+                        n, c0 = int(a_i.shape[0]), items.start
+                        chunk = ks[items.start:items.stop]
+                        g = len(chunk)
+                        masks = torch.zeros(g, layer.out_channels, device=device)
+                        for j, k in enumerate(chunk):
+                            masks[j, ranking[:k].to(device)] = 1.0
+                        m = masks.repeat_interleave(n, dim=0)[:, :, None, None]
+                        handle = norm.register_forward_hook(lambda _m, _i, out, m=m: out * m)
+                        if stats is not None:
+                            stats.copies = g
+                        try:
+                            logits = _run(segs, si, a_i.repeat(g, *([1] * (a_i.dim() - 1))))
+                        finally:
+                            handle.remove()
                             if stats is not None:
-                                stats.copies = g
-                            try:
-                                logits = _run(segs, si, a_i.repeat(g, *([1] * (a_i.dim() - 1))))
-                            finally:
-                                handle.remove()
-                                if stats is not None:
-                                    stats.copies = 1
-                            yy = y_i.repeat(g)
-                            ce = F.cross_entropy(logits, yy, reduction="none").view(g, n)
-                            hit = (logits.argmax(1) == yy).view(g, n)
-                            loss_sum[c0:c0 + g] += ce.sum(1).double().cpu()
-                            hit_sum[c0:c0 + g] += hit.sum(1).double().cpu()
+                                stats.copies = 1
+                        yy = y_i.repeat(g)
+                        ce = F.cross_entropy(logits, yy, reduction="none").view(g, n)
+                        hit = (logits.argmax(1) == yy).view(g, n)
+                        loss_sum[c0:c0 + g] += ce.sum(1).double().cpu()
+                        hit_sum[c0:c0 + g] += hit.sum(1).double().cpu()
                 bar.update(len(ks))
                 rise[layer.name] = {k: float(loss_sum[j] / n_images - base_loss) for j, k in enumerate(ks)}
                 top1[layer.name] = {k: float(100.0 * hit_sum[j] / n_images) for j, k in enumerate(ks)}
