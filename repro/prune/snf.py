@@ -77,15 +77,21 @@ def macs_terms(arch: str, resolution: int) -> tuple[Term, ...]:
                  for conv, g in conv_geometry(arch, resolution).items())
 
 
-def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
-    """Conv MACs of the compact model keeping ``kept[conv]`` filters (full-width streams)."""
+def _spec_sum(arch: str, kept: Mapping[str, int], resolution: int | None, per_term) -> int:
+    """sum over the conv terms of per_term(term) * c_in * c_out, with ``kept[conv]`` filters kept
+    (full-width streams)."""
     resolution = resolution or arch_info(arch).resolution
     full = {c.name: c.out_channels for c in prunable_convs(arch)}
 
     def val(v):
         return v if isinstance(v, int) else int(kept.get(v, full[v]))
 
-    return sum(t.coef * val(t.cin) * val(t.cout) for t in macs_terms(arch, resolution))
+    return sum(per_term(t) * val(t.cin) * val(t.cout) for t in macs_terms(arch, resolution))
+
+
+def spec_macs(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
+    """Conv MACs of the compact model keeping ``kept[conv]`` filters (full-width streams)."""
+    return _spec_sum(arch, kept, resolution, lambda t: t.coef)
 
 
 def baseline_macs(arch: str, resolution: int | None = None) -> int:
@@ -94,13 +100,7 @@ def baseline_macs(arch: str, resolution: int | None = None) -> int:
 
 def spec_weights(arch: str, kept: Mapping[str, int], resolution: int | None = None) -> int:
     """Conv weights of the compact model keeping ``kept[conv]`` filters (full-width streams)."""
-    resolution = resolution or arch_info(arch).resolution
-    full = {c.name: c.out_channels for c in prunable_convs(arch)}
-
-    def val(v):
-        return v if isinstance(v, int) else int(kept.get(v, full[v]))
-
-    return sum(t.area * val(t.cin) * val(t.cout) for t in macs_terms(arch, resolution))
+    return _spec_sum(arch, kept, resolution, lambda t: t.area)
 
 
 def grid_counts(arch: str, grid: Sequence[float] = DEFAULT_GRID) -> dict[str, list[int]]:
