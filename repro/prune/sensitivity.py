@@ -158,7 +158,6 @@ def _run(segs, start: int, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@torch.no_grad()
 def chunks(a: torch.Tensor, y: torch.Tensor, n_items: int, whole_batch: bool, max_batch: int):
     """Split one held-out batch for batched grid points (or cuts): yields (images, labels, range of
     items) with as many items per image slice as fit in ``max_batch`` copies. Slices are the whole
@@ -171,6 +170,7 @@ def chunks(a: torch.Tensor, y: torch.Tensor, n_items: int, whole_batch: bool, ma
             yield a[i0:i0 + size], y[i0:i0 + size], range(c0, min(c0 + per_chunk, n_items))
 
 
+@torch.no_grad()
 def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
             counts: Mapping[str, Sequence[int]], *, criterion: str = "l2",
             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
