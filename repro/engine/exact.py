@@ -29,15 +29,10 @@ TOLERANCE = 1e-4  # relative; float32 reorderings of the same sums stay near 1e-
 
 @contextlib.contextmanager
 def strict_float32(device: torch.device):
-    """float32 maths only: no autocast, no TF32 (``precision.exact_float32``), highest float32
-    matmul precision; the previous settings come back afterwards."""
-    saved = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        with exact_float32(), torch.autocast(device.type, enabled=False):
-            yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
+    """float32 maths only: no autocast, no TF32 (``precision.exact_float32``); the previous
+    settings come back afterwards."""
+    with exact_float32(), torch.autocast(device.type, enabled=False):
+        yield
 
 
 @torch.no_grad()
@@ -53,11 +48,19 @@ def compare(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[fl
     return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
 
 
+def failure(what: str, diff: float, rel: float) -> str | None:
+    """The one-line reason a comparison fails the run, or None within TOLERANCE."""
+    if rel <= TOLERANCE:
+        return None
+    return (f"exactness check failed: {what}: max|Δ|/max|out| = {rel:.3g} > {TOLERANCE:g} "
+            f"(max|Δ| {diff:.3g}, float32, one val batch); the run is not done")
+
+
 def check(what: str, reference: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """Collective: compare on every rank's ``x``, take the worst over ranks (so every rank makes
     the same decision), raise TrainingFailed with a one-line reason beyond TOLERANCE."""
     diff, rel = max(dist.gather_objects(compare(reference, model, x)), key=lambda d: d[1])
-    if not rel <= TOLERANCE:
-        raise TrainingFailed(f"exactness check failed: {what}: max|Δ|/max|out| = {rel:.3g} > {TOLERANCE:g} "
-                             f"(max|Δ| {diff:.3g}, float32, one val batch); the run is not done")
+    reason = failure(what, diff, rel)
+    if reason:
+        raise TrainingFailed(reason)
     return diff, rel

@@ -77,11 +77,11 @@ def _saved_and_timed(s: "Session", delivered, x) -> tuple[str | None, dict]:
     delivered.arch = s.cfg.model.arch
     save_compact(s.run_dir / rundir.MODEL, delivered)
     saved = s.precision.on_device(load_compact(s.run_dir / rundir.MODEL), s.device)
-    _diff, rel = exact.compare(delivered, saved, x)
-    if not rel <= exact.TOLERANCE:
+    diff, rel = exact.compare(delivered, saved, x)
+    reason = exact.failure("model.pt read back vs the evaluated model", diff, rel)
+    if reason:
         (s.run_dir / rundir.MODEL).unlink()  # a failed run delivers nothing; its checkpoint stays
-        return (f"exactness check failed: model.pt read back vs the evaluated model: max|Δ|/max|out| = "
-                f"{rel:.3g} > {exact.TOLERANCE:g}; the run is not done"), {}
+        return reason, {}
     try:
         timing = latency.measure(delivered, s.cfg.model.arch, s.num_classes, s.device, s.precision,
                                  s.cfg.data.resolution)

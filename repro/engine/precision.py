@@ -55,11 +55,15 @@ class Precision:
 @contextlib.contextmanager
 def exact_float32():
     """Float32 that is float32: no TF32 in cuDNN convolutions and cuBLAS matmuls (torch allows TF32
-    for convolutions by default, a 10-bit mantissa). For the delivered model's reported accuracy
-    and for exactness checks; restored afterwards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    for convolutions by default, a 10-bit mantissa), float32 matmul precision "highest" (no
+    reduced-precision matmuls on any backend). For the delivered model's reported accuracy and for
+    exactness checks; restored afterwards."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.get_float32_matmul_precision())
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
