@@ -31,7 +31,7 @@ from repro.engine import setup
 from repro.engine.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Preempted, RunEnvironmentError,
                                  TrainingFailed, stopped)
 from repro.engine.logs import RunLogging
-from repro.engine.loop import Session, execute
+from repro.engine.loop import Session, execute, release
 from repro.engine.signals import StopFlag
 
 log = logging.getLogger("repro.train")
@@ -63,6 +63,7 @@ def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: Stop
 
 def _train(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, info: dict) -> dict:
     logs = RunLogging(run_dir, denv.rank)
+    session = None
     try:
         if info and info.get("prev"):
             log.warning("previous attempt did not end done (%s); retrying from the last checkpoint",
@@ -86,6 +87,8 @@ def _train(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFla
             session.wandb.finish(exit_code=0)
         return result
     finally:
+        if session is not None:
+            release(session)  # before run() leaves the process group
         logs.close()
 
 

@@ -7,8 +7,6 @@ import ast
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 

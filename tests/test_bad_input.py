@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from repro import rundir
-from repro.config import Config, run_name
+from repro.config import Config
 from repro.papers import load_table
 from conftest import REPO, pause_at_step
 from tests.test_train import TINY, TIMING, model_state

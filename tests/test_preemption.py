@@ -25,6 +25,10 @@ from conftest import PAUSE_PLUGIN, REPO, pause_at_step
 from tests.test_train import TINY, cli, popen, wait_for
 
 SIGNALS_PLUGIN = REPO / "tests" / "plugins" / "signals.py"
+GROUP_HOLDERS_PLUGIN = REPO / "tests" / "plugins" / "group_holders.py"
+# signals to chosen ranks, and a count of the DDP wrappers still holding the group at teardown
+PLUGINS = os.pathsep.join([str(SIGNALS_PLUGIN), str(GROUP_HOLDERS_PLUGIN)])
+GROUP_HOLDERS_LINE = "[group_holders] DDP wrappers alive at teardown:"  # as the plugin prints it
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
@@ -51,7 +55,9 @@ def _two_ranks(args: list[str], env: dict, timeout: float) -> list[tuple[int | N
     out = []
     for p in procs:
         rc = p.poll()
-        if rc is None:  # hung: the defect this file is about
+        if rc is None:  # hung: the defect this file is about; its stacks go into its output
+            p.send_signal(signal.SIGQUIT)  # (tests/plugins/signals.py registers faulthandler for it)
+            time.sleep(2)
             p.kill()
             p.wait(30)
         out.append((rc, p.stdout.read()))
@@ -74,19 +80,24 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
         # rank 0 only, as epoch 0's evaluation starts (after the epoch's last stop check)
         args = TINY
         plan, where = "0:eval0:SIGTERM", (1, 0, 3)
-    env = {"PRUNEREPRO_PLUGINS": str(SIGNALS_PLUGIN), "PRUNEREPRO_TEST_CHECK_EVERY": "20",
+    env = {"PRUNEREPRO_PLUGINS": PLUGINS, "PRUNEREPRO_TEST_CHECK_EVERY": "20",
            "PRUNEREPRO_TEST_SIGNAL_AT": plan}
     t0 = time.time()
     ranks = _two_ranks(args + ["--run-dir", str(d)], env, timeout=240)
     for rank, (rc, log) in enumerate(ranks):
         assert rc == 75, f"rank {rank}: exit {rc} after {time.time() - t0:.0f}s (None = hung)\n{log[-3000:]}"
     assert "preempted:" in ranks[0][1]  # the one line is rank 0's; every rank exits 75 (above)
+    # The stop's traceback must not keep DDP (whose reducer holds the group) alive past teardown:
+    # the group would then be destroyed with the GIL held, which hung rank 1 at exit 1 run in ~12.
+    for rank, (_, log) in enumerate(ranks):
+        assert f"{GROUP_HOLDERS_LINE} 0\n" in log, f"rank {rank}:\n{log[-3000:]}"
     assert _ckpt(d) == where
     assert rundir.read_result(d) is None  # not failed, not done: to be requeued
-    # ... and the requeued run finishes from that checkpoint (plugins off)
-    rest = _two_ranks(args + ["--run-dir", str(d)], {}, timeout=240)
+    # ... and the requeued run finishes from that checkpoint (no signal planned)
+    rest = _two_ranks(args + ["--run-dir", str(d)], {"PRUNEREPRO_PLUGINS": PLUGINS}, timeout=240)
     assert [rc for rc, _ in rest] == [0, 0], rest[0][1][-3000:]
     assert rundir.read_result(d)["status"] == "done"
+    assert all(f"{GROUP_HOLDERS_LINE} 0\n" in log for _, log in rest), rest[1][1][-3000:]
 
 
 def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, wandb_offline):
@@ -112,4 +123,4 @@ def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, w
     assert rundir.read_result(d)["status"] == "done"
 
 
-assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists()
+assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists() and GROUP_HOLDERS_PLUGIN.exists()

@@ -15,7 +15,7 @@ import torch
 from repro import rundir, tables
 from repro.config import Config
 from repro.engine import exact
-from repro.engine.loop import EXPLODED, divergence_reason
+from repro.engine.agree import EXPLODED, divergence_reason
 from repro.engine.methods import sfp as sfp_method
 from repro.papers.spec import Row, TableSpec
 from repro.runs.plan import plan

@@ -12,8 +12,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from repro import dist, rundir
 from repro.config import config_hash, run_name
 from repro.flops import arch_counts, count
@@ -22,7 +20,8 @@ from repro.models import DENSE
 from repro.prune.compact import load_compact, save_compact
 
 from . import exact, latency
-from .errors import TrainingFailed
+from .agree import agreed_flags
+from .errors import Preempted, TrainingFailed, stopped
 
 if TYPE_CHECKING:
     from .loop import Session
@@ -54,12 +53,8 @@ def halt(s: "Session", where: str) -> None:
     """Collective: if a stop signal arrived, stop here without writing anything. For points where
     nothing was trained since the last checkpoint (start-up, the final phase): the last
     checkpoint and result stay as they are; the next start continues from them."""
-    flag = torch.tensor([0.0 if s.stop.signum is None else 1.0], device=s.device)
-    if dist.active():
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    if not flag.item():
+    if not agreed_flags(s, None)[1]:
         return
-    from .errors import Preempted, stopped
     name, signum = s.stop.name, s.stop.signum
     log.warning("%s received %s: nothing to save since the last checkpoint; stopping", name, where)
     if s.wandb is not None:

@@ -7,8 +7,8 @@ below act on it. Rank 0 writes every file of the run folder; every rank runs eve
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,8 @@ from repro.config import Config, run_name
 from repro.metrics import EpochSums
 
 from . import checkpoint
-from .errors import Preempted, TrainingFailed, stopped
+from .agree import stop_check
+from .errors import Preempted, stopped
 from .logs import Progress
 from .methods import Context, Dense, for_config
 from .precision import Precision, exact_float32
@@ -128,55 +129,22 @@ def build(s: Session, ckpt: dict | None) -> None:
         s.ddp = nn.parallel.DistributedDataParallel(s.model, device_ids=ids)
 
 
+def release(s: Session) -> None:
+    """Let go of DDP while the process group is still registered; call before leaving the group.
+
+    DDP's reducer holds the group. When a run ends by an exception (a stop, a failure), its
+    traceback keeps the Session - and so the reducer - alive past ``dist.teardown``, so the
+    group's last reference went when the exception was freed, from the reducer's destructor,
+    which keeps the GIL: ProcessGroupGloo's destructor then joins its worker thread while that
+    thread waits for the GIL to free the tensors of the last collective. Measured: rank 1 of a
+    preempted 2-rank run hung at exit in 2 of 24 runs under load (pytorch/pytorch#56297). Dropped
+    here, the reducer is not the last holder; teardown frees the group from Python, which
+    releases the GIL first."""
+    s.ddp = None
+    gc.collect()  # in case a reference cycle holds the wrapper
+
+
 # ----------------------------------------------------------------------------- training
-# The divergence rule: a run has diverged when its training loss is NaN/inf, or when the mean
-# training loss of the epoch so far is above EXPLODED x ln(num_classes). ln(C) is the loss of a
-# uniform guess, about where an untrained net starts; a learning run only goes down from there,
-# and even a bad start stays within a few times it (ResNet-101 at 32 px: 2.5-9 per batch), so 10x
-# leaves no doubt. The epoch mean (not one batch) keeps a single bad batch from ending a run.
-EXPLODED = 10.0
-
-
-def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
-    """Why the epoch's sums (``EpochSums.t``: loss x n, top-1, top-5, n) say the run diverged;
-    None when they do not."""
-    t = loss_sum.detach().double().cpu()
-    if not torch.isfinite(t).all():
-        return "training loss became NaN/inf"
-    mean = t[0].item() / t[3].item() if t[3].item() else 0.0
-    limit = EXPLODED * math.log(max(num_classes, 2))
-    if mean > limit:
-        return (f"training loss exploded (epoch mean {mean:.4g} > {EXPLODED:g} x ln({num_classes}) "
-                f"= {limit:.3g})")
-    return None
-
-
-def agreed_flags(s: Session, loss_sum: torch.Tensor | None) -> tuple[bool, bool]:
-    """Collective: (some rank's training diverged (divergence_reason), some rank has a stop signal),
-    the same on every rank.
-
-    Every rank must call this at the same point of the run - same step, or the same place between
-    epochs - and never because of its own flag: signals reach the ranks milliseconds apart, and a
-    rank that entered this all-reduce while the others were in DDP's gradient all-reduce would hang
-    the job. More flags can ride in the same all-reduce (one MAX over a small vector)."""
-    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, s.num_classes) is None else 1.0
-    flags = torch.tensor([bad, 1.0 if s.stop.signum is not None else 0.0], device=s.device)
-    if dist.active():
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    diverged, stop = flags.tolist()
-    return bool(diverged), bool(stop)
-
-
-def stop_check(s: Session, loss_sum: torch.Tensor | None, where: str) -> bool:
-    """Collective (see agreed_flags): raise TrainingFailed on divergence; True = every rank stops here."""
-    diverged, stop = agreed_flags(s, loss_sum)
-    if diverged:
-        why = divergence_reason(loss_sum, s.num_classes) if loss_sum is not None else None
-        raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {s.lr:g}); stopped, "
-                             "the last good checkpoint is kept - lower optim.lr or check the data")
-    return bool(stop)
-
-
 def train_step(s: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch; returns (loss, logits). Counts the step."""
     with s.precision.autocast():
@@ -236,7 +204,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
             sums.add(loss, out.detach().float(), y)
             seen += y.shape[0]
             progress.update(loss.item() if s.device.type == "cpu" else None)
-            if (i + 1) % s.check_every == 0:  # the same steps on every rank (agreed_flags)
+            if (i + 1) % s.check_every == 0:  # the same steps on every rank (agree.agreed_flags)
                 if stop_check(s, sums.t, f"at epoch {epoch} batch {i}"):
                     preempt(s, epoch, i + 1, sums)
     finally:

@@ -10,7 +10,7 @@ from repro.papers.spec import METRIC_LABELS, PaperValue, TableSpec
 
 from .collect import RowResult
 from .legend import Legend
-from .verdict import RULE, Verdict, judge
+from .verdict import Verdict, judge
 
 FLOPS_TOLERANCE = 0.05  # points; a printed FLOPs value further than this from the count is flagged
 SNF_TOLERANCE = 0.1     # points; an SNF run must meet its FLOPs target this closely (docs/papers.md)

@@ -7,9 +7,13 @@ CUDA stop-check cadence on CPU, and stop signals that reach the ranks at differe
       signal NAME (e.g. SIGUSR1) right after optimizer step WHEN (a number), or as the evaluation
       at the end of epoch E starts (WHEN = evalE): a preemption whose signal reaches the ranks at
       different points, known exactly.
+
+Loaded at all, it also makes SIGQUIT dump every thread's stack (faulthandler): a test that finds
+a rank hung asks it where it is before killing it.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 
@@ -18,6 +22,7 @@ from repro.engine import loop
 CHECK_ENV, SIGNAL_ENV = "PRUNEREPRO_TEST_CHECK_EVERY", "PRUNEREPRO_TEST_SIGNAL_AT"
 _check_every = os.environ.get(CHECK_ENV, "")
 _signal_at = os.environ.get(SIGNAL_ENV, "")
+faulthandler.register(signal.SIGQUIT, all_threads=True)
 
 if _check_every:
     _post_init = loop.Session.__post_init__

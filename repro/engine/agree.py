@@ -1,0 +1,63 @@
+"""Where the ranks agree: one collective at fixed points of the run decides, on every rank alike,
+whether training diverged and whether a stop signal arrived (on any rank). The loop calls it
+during and between epochs, the final phase before it writes (``finish.halt``)."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from repro import dist
+
+from .errors import TrainingFailed
+
+if TYPE_CHECKING:
+    from .loop import Session
+
+# The divergence rule: a run has diverged when its training loss is NaN/inf, or when the mean
+# training loss of the epoch so far is above EXPLODED x ln(num_classes). ln(C) is the loss of a
+# uniform guess, about where an untrained net starts; a learning run only goes down from there,
+# and even a bad start stays within a few times it (ResNet-101 at 32 px: 2.5-9 per batch), so 10x
+# leaves no doubt. The epoch mean (not one batch) keeps a single bad batch from ending a run.
+EXPLODED = 10.0
+
+
+def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
+    """Why the epoch's sums (``EpochSums.t``: loss x n, top-1, top-5, n) say the run diverged;
+    None when they do not."""
+    t = loss_sum.detach().double().cpu()
+    if not torch.isfinite(t).all():
+        return "training loss became NaN/inf"
+    mean = t[0].item() / t[3].item() if t[3].item() else 0.0
+    limit = EXPLODED * math.log(max(num_classes, 2))
+    if mean > limit:
+        return (f"training loss exploded (epoch mean {mean:.4g} > {EXPLODED:g} x ln({num_classes}) "
+                f"= {limit:.3g})")
+    return None
+
+
+def agreed_flags(s: "Session", loss_sum: torch.Tensor | None) -> tuple[bool, bool]:
+    """Collective: (some rank's training diverged (divergence_reason), some rank has a stop signal),
+    the same on every rank.
+
+    Every rank must call this at the same point of the run - same step, or the same place between
+    epochs - and never because of its own flag: signals reach the ranks milliseconds apart, and a
+    rank that entered this all-reduce while the others were in DDP's gradient all-reduce would hang
+    the job. More flags can ride in the same all-reduce (one MAX over a small vector)."""
+    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, s.num_classes) is None else 1.0
+    flags = torch.tensor([bad, 1.0 if s.stop.signum is not None else 0.0], device=s.device)
+    if dist.active():
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    diverged, stop = flags.tolist()
+    return bool(diverged), bool(stop)
+
+
+def stop_check(s: "Session", loss_sum: torch.Tensor | None, where: str) -> bool:
+    """Collective (see agreed_flags): raise TrainingFailed on divergence; True = every rank stops here."""
+    diverged, stop = agreed_flags(s, loss_sum)
+    if diverged:
+        why = divergence_reason(loss_sum, s.num_classes) if loss_sum is not None else None
+        raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {s.lr:g}); stopped, "
+                             "the last good checkpoint is kept - lower optim.lr or check the data")
+    return bool(stop)
