@@ -45,6 +45,14 @@ def _sacct(job_id: str, field: str) -> str:
                           text=True, check=True).stdout.split("\n")[0].strip()
 
 
+def _sacct_ended(job_id: str, field: str) -> str:
+    """``field`` of a job that has ended, once accounting knows it has: slurmctld hands job records
+    to slurmdbd asynchronously, and on a loaded machine sacct can lag behind a finished job."""
+    _wait_for(lambda: _sacct(job_id, "State") not in ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED"),
+              120, f"accounting to record the end of job {job_id}", poll=1)
+    return _sacct(job_id, field)
+
+
 def _argv(root, data, partition, *extra):
     return ["--smoke", "--cluster", "slurm", "--root", str(root), "--data", str(data),
             "--partition", partition, *extra]
@@ -76,13 +84,13 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
         assert json.loads((runs[k] / "result.json").read_text())["status"] == "done", k
     # the pre-trained run started only after its baseline had finished (afterok held)
     pre_env = json.loads((runs["sfp0.3-ft/resnet18"] / "env.json").read_text())
-    assert _sacct(pre["job_id"], "Start") >= _sacct(base["job_id"], "End")
+    assert _sacct_ended(pre["job_id"], "Start") >= _sacct_ended(base["job_id"], "End")
     assert pre["job_id"].split("_")[0] in pre_env["attempts"][0]["jobs"].values()
 
     _wait_for(lambda: (base34 / "result.json").exists(), 180, "the 2-node run", poll=1)
     res = json.loads((base34 / "result.json").read_text())
     assert res["status"] == "done" and res["world_size"] == 2
-    assert _sacct(job34, "NNodes") == "2"
+    assert _sacct_ended(job34, "NNodes") == "2"
 
     # 3. a launch of both slices submits nothing and builds the table; again: byte-identical
     both = ("--only", "resnet18/*", "--only", "resnet34/baseline/*", "--wait")
