@@ -1,6 +1,6 @@
 """Where the ranks agree: one collective at fixed points of the run decides, on every rank alike,
 whether training diverged and whether a stop signal arrived (on any rank). The loop calls it
-during and between epochs, the final phase before it writes (``finish.halt``)."""
+during and between epochs; ``finish.halt`` calls it before the final phase writes anything."""
 from __future__ import annotations
 
 import math

@@ -137,7 +137,7 @@ def release(s: Session) -> None:
     group's last reference went when the exception was freed, from the reducer's destructor,
     which keeps the GIL: ProcessGroupGloo's destructor then joins its worker thread while that
     thread waits for the GIL to free the tensors of the last collective. Measured: rank 1 of a
-    preempted 2-rank run hung at exit in 2 of 24 runs under load (pytorch/pytorch#56297). Dropped
+    preempted 2-rank run hung at exit in 2 of 23 runs under load (pytorch/pytorch#56297). Dropped
     here, the reducer is not the last holder; teardown frees the group from Python, which
     releases the GIL first."""
     s.ddp = None
