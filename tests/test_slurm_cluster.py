@@ -14,6 +14,8 @@ import cloudpickle
 import pytest
 import submitit
 
+from repro.runs.jobs import ACTIVE_STATES
+
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 
 # The job callables live in this test module; SLURM jobs cannot import it by name, so ship it by value.
@@ -55,7 +57,7 @@ def test_trivial_job_runs_the_project_python(tmp_path, slurm_cluster):
     # The result file is written before the job ends, and slurmctld hands job records to slurmdbd
     # asynchronously: on a loaded machine sacct can still say PENDING or RUNNING (or not know the
     # job) after it has run. Wait until accounting shows an ended state, then ask.
-    unfinished = ("", "UNKNOWN", "PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+    unfinished = ACTIVE_STATES | {"", "UNKNOWN"}  # "": not in accounting yet
     end = time.time() + 120
     while job.get_info(mode="force").get("State", "") in unfinished and time.time() < end:
         time.sleep(1)

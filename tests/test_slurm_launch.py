@@ -19,6 +19,7 @@ import submitit
 
 from repro import launch
 from repro.papers import load_table
+from repro.runs.jobs import ACTIVE_STATES
 from repro.tables import build
 
 from conftest import pause_at_step
@@ -48,7 +49,7 @@ def _sacct(job_id: str, field: str) -> str:
 def _sacct_ended(job_id: str, field: str) -> str:
     """``field`` of a job that has ended, once accounting knows it has: slurmctld hands job records
     to slurmdbd asynchronously, and on a loaded machine sacct can lag behind a finished job."""
-    _wait_for(lambda: _sacct(job_id, "State") not in ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED"),
+    _wait_for(lambda: _sacct(job_id, "State") not in ACTIVE_STATES | {""},  # "": not recorded yet
               120, f"accounting to record the end of job {job_id}", poll=1)
     return _sacct(job_id, field)
 

@@ -40,6 +40,7 @@ from ..prune.sensitivity import LABEL
 from ..prune.snf import DEFAULT_GRID, spec_weights
 from ..prune.snf_variants import VARIANTS, snf_prune
 from ..io import atomic_torch_save, load_torch_file
+from .snf_search_report import setting_order, write_report
 from ..demos.snf_digits import Digits, accuracy, batches, load_digits, recalibrated_accuracy, train, train_baseline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,12 +232,11 @@ def parse(argv=None):
     a.command = "python -m repro.bench.snf_search " + " ".join(argv if argv is not None else sys.argv[1:])
     # the settings the verdict waits for: the full sweep's, whatever part this invocation runs
     full = () if a.quick else itertools.product(DEFAULTS["archs"], DEFAULTS["reductions"])
-    a.settings = sorted({*full, *itertools.product(a.archs, a.reductions)}, key=lambda s: (int(s[0][6:]), s[1]))
+    a.settings = sorted({*full, *itertools.product(a.archs, a.reductions)}, key=setting_order)
     return a
 
 
 def main(argv=None) -> int:
-    from .snf_search_report import write_report
     a = parse(argv)
     rows = read_results(a.results, protocol_key(a)) if a.report_only else sweep(a)
     write_report(rows, a)

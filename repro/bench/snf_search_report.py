@@ -21,6 +21,12 @@ MIN_PAIRS = 5  # seeds per (setting, method) before the verdict is final (the is
 ALPHA = 0.05
 
 
+def setting_order(setting: tuple[str, float]) -> tuple[int, float]:
+    """Sort key of an (arch, reduction) setting: shallower ResNet first ("resnet20" < "resnet56")."""
+    arch, reduction = setting
+    return int(arch.removeprefix("resnet")), reduction
+
+
 def _ms(values) -> str:
     if not values:
         return "-"
@@ -65,7 +71,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], dict]:
     by = defaultdict(dict)
     for r in kept_rows(rows):
         by[(r["arch"], r["reduction"], r["method"])][r["seed"]] = r
-    settings = sorted({(a, red) for a, red, _ in by}, key=lambda s: (int(s[0][6:]), s[1]))
+    settings = sorted({(a, red) for a, red, _ in by}, key=setting_order)
     methods = ["uniform"] + [m for m in VARIANTS if any((a, red, m) in by for a, red in settings)]
     out, verdict = [], {m: {"beats": [], "loses": [], "worse_mean": [], "p": {}} for m in methods[1:]}
     for arch, red in settings:
