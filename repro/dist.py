@@ -256,14 +256,16 @@ class SyncBatchNorm2d(torch.nn.BatchNorm2d):
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
-        xf = x.float()
+        # float32 for float32/bf16/fp16 input, float64 for a float64 run (dtype=float64)
+        cdt = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(cdt)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
                 self.running_var.mul_(1 - m).add_((var.detach() * (n / (n - 1))).to(self.running_var.dtype), alpha=m)
-        mean, inv = mean.float(), torch.rsqrt(var + self.eps).float()
+        mean, inv = mean.to(cdt), torch.rsqrt(var + self.eps).to(cdt)
         y = (xf - mean[None, :, None, None]) * inv[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]

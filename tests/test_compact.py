@@ -28,6 +28,7 @@ def out(model, x):
         return model.eval()(x)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("prune", [0.3, 0.4])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_compact_is_exact_counts_integer_macs_and_reloads(arch, prune, tmp_path):
@@ -95,6 +96,7 @@ def test_torch_compile_captures_the_whole_compact_model():
             assert (compiled(x.contiguous(memory_format=fmt)) - ref).abs().max() <= TOL
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", ["resnet20", "resnet18"])
 def test_narrowed_streams_stay_exact_and_reload(arch, tmp_path):
     torch.manual_seed(3)
@@ -118,6 +120,7 @@ def test_narrowed_streams_stay_exact_and_reload(arch, tmp_path):
     assert (out(cl, x.contiguous(memory_format=torch.channels_last)) - out(dense, x)).abs().max() <= TOL
 
 
+@pytest.mark.numerics
 def test_aligned_compact_is_exact_with_widths_a_multiple_of_8():
     d = demo("resnet18", 0.4, seed=4)
     aligned = align_kept("resnet18", d.kept, 8)

@@ -63,6 +63,8 @@ def test_type_parsing():
     ("data.batch_size=0", "data.batch_size: must be >= 1"),
     ("optim.lr", "is not key=value"),
     ("preset=mnist", "preset: must be one of"),
+    ("dtype=float16", "dtype: must be one of float32 | float64"),
+    ("dtype=float64", "dtype: float64 runs on the CPU only: set device=cpu"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as e:
@@ -114,9 +116,20 @@ def test_hash_is_stable_and_ignores_non_identity_keys():
     assert config_hash(Config.from_overrides({"seed": 1})) == config_hash(Config.from_overrides(["seed=1"]))
 
 
+def test_a_key_added_later_joins_the_hash_only_when_set():
+    """``hashed_at_default=False`` (keys.key): dtype joined the config after runs existed; at its
+    default it leaves every run's hash, and so its folder name, as it was."""
+    base = Config.from_overrides(["device=cpu"])
+    assert config_hash(Config.from_overrides(["device=cpu", "dtype=float32"])) == config_hash(base)
+    f64 = Config.from_overrides(["device=cpu", "dtype=float64"])
+    assert config_hash(f64) != config_hash(base)
+    assert identity_diff(base, f64) == {"dtype": ("float32", "float64")}
+
+
 def test_hash_pinned():
     # Part of every run folder name on disk: a change renames every folder, so change it only on
-    # purpose (adding a key with a default changes it too).
+    # purpose (adding a key with a default changes it too, unless it is declared
+    # hashed_at_default=False).
     assert config_hash(Config()) == PINNED_DEFAULT_HASH
 
 

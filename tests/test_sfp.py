@@ -173,6 +173,7 @@ def test_works_through_a_wrapper():
     assert int((model.conv1.weight.flatten(1).abs().sum(1) == 0).sum()) == int(16 * 0.3)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch,res", [("resnet56", 32), ("resnet34", 64)])
 def test_hard_prune_makes_pruned_channels_exactly_zero(arch, res):
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from tests.test_train import TINY, assert_same_run, cli, popen, wait_for
 
 SFP = TINY + ["prune.method=sfp", "prune.rate=0.3"]  # 2 epochs x 3 batches: steps 1..6
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.numerics, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,19 @@ class ConfigError(ValueError):
     """A bad key or value; the message is one line naming the key and what is allowed."""
 
 
-def key(default, help: str, *, identity: bool = True, choices: tuple = (), **kw):
+def key(default, help: str, *, identity: bool = True, choices: tuple = (), hashed_at_default: bool = True, **kw):
     """A config field with its help text (read by --help and by the docs).
 
     identity=False: the value does not change what the run computes (paths, log destinations,
     worker counts), so it is left out of the hash and may differ when a run is resumed.
+    hashed_at_default=False: an identity key added after runs existed. It joins the hash only when
+    set to something other than its default, so adding it renames no existing run folder (at the
+    default the run computes what it computed before the key existed).
     """
     if isinstance(default, (list, dict, set)):
         raise TypeError("mutable defaults are not allowed; use a tuple")
-    return field(default=default, metadata={"help": help, "identity": identity, "choices": choices, **kw})
+    return field(default=default, metadata={"help": help, "identity": identity, "choices": choices,
+                                            "hashed_at_default": hashed_at_default, **kw})
 
 
 # ----------------------------------------------------------------------------- validation helpers

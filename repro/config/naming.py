@@ -23,7 +23,11 @@ def iter_keys(cls=Config, prefix: str = ""):
 
 def config_hash(cfg: Config, length: int = 8) -> str:
     """Stable hash of the keys that change what a run computes (sorted JSON, sha256)."""
-    blob = json.dumps(flatten(cfg, identity_only=True), sort_keys=True, separators=(",", ":"))
+    values = flatten(cfg, identity_only=True)
+    for name, _tp, f in iter_keys(type(cfg)):
+        if not f.metadata.get("hashed_at_default", True) and values.get(name) == f.default:
+            del values[name]  # a key added later: absent from the hash at its default (keys.key)
+    blob = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 

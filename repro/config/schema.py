@@ -197,6 +197,10 @@ class Config(_Section):
     seed: int = key(0, "seed for weights, data order and augmentation")
     device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     deterministic: bool = key(False, "deterministic kernels (bit-exact resume on CPU)")
+    dtype: str = key("float32", "training arithmetic on CPU: float32, or float64 for numerical checks (e.g. that a "
+                                "DDP run equals one process up to rounding, tests/test_train_ddp.py; several times "
+                                "slower). The delivered model.pt is float32 either way", choices=("float32", "float64"),
+                     hashed_at_default=False)
     amp: bool = key(True, "bf16/fp16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = key(True, "channels_last memory format on CUDA (ignored on CPU)")
     sync_bn: bool = key(False, "synchronise BatchNorm statistics over ranks (the papers used per-GPU BN; "
@@ -205,6 +209,8 @@ class Config(_Section):
     def validate(self):
         from repro.models import check_resolution
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        check(self.dtype == "float32" or self.device == "cpu", "dtype", "float64 runs on the CPU only: set device=cpu",
+              self.dtype)
         if self.schedule.epochs == 0:  # an evaluation-only run: nothing to train, something to evaluate
             check(self.prune.method == "none" and self.prune.init_from != "", "schedule.epochs",
                   "0 only evaluates a starting model: needs prune.method=none and prune.init_from", 0)

@@ -88,7 +88,7 @@ def _saved_and_timed(s: "Session", delivered, x) -> tuple[str | None, dict]:
 
 def finish(s: "Session") -> dict:
     halt(s, "before the final phase")
-    model = dist.revert_sync_bn(s.model).eval()
+    model = dist.revert_sync_bn(s.model).eval().float()  # delivered in float32 whatever dtype trained it
     dist.broadcast_buffers_(model)  # before the digest check and whatever the method does to it
     delivered, fields = s.method.deliver(s.context(), model, s.last)  # raises if not exact
     # DDP keeps replicas equal by construction; verify it, since a silent divergence (e.g. a

@@ -54,4 +54,4 @@ def measure(delivered: nn.Module, arch: str, num_classes: int, device: torch.dev
     return {"dense_ms": statistics.median(times["dense"]) * 1e3,
             "delivered_ms": statistics.median(times["delivered"]) * 1e3,
             "device": device_name(device), "batch": batch, "threads": torch.get_num_threads(),
-            "precision": precision.name, "repeats": repeats, "resolution": resolution}
+            "precision": precision.delivered_name, "repeats": repeats, "resolution": resolution}

@@ -27,7 +27,7 @@ from .agree import stop_check
 from .errors import Preempted, stopped
 from .logs import Progress
 from .methods import Context, Dense, for_config
-from .precision import Precision, exact_float32
+from .precision import Precision, exact_float32, full
 from .signals import StopFlag
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,13 @@ def evaluate(s: Session, model: nn.Module, *, fp32: bool = False) -> dict[str, f
     model.eval()
     sums = EpochSums(s.device)
     limit = s.cfg.schedule.val_batches
+    dtype = next(model.parameters()).dtype  # the training model's (dtype=float64) or float32
     for i, (x, y) in enumerate(s.loaders.val.iterate()):
         if limit and i >= limit:
             break
         with s.precision.autocast(enabled=not fp32), exact_float32() if fp32 else contextlib.nullcontext():
-            out = model(s.precision.prep(x))
-        out = out.float()
+            out = model(s.precision.prep(x).to(dtype))
+        out = full(out)
         sums.add(F.cross_entropy(out, y), out, y)
     r = sums.reduce()
     return {"val_loss": r["loss"], "val_top1": r["top1"], "val_top5": r["top5"], "val_n": r["n"]}
@@ -114,7 +115,7 @@ def build(s: Session, ckpt: dict | None) -> None:
         checkpoint.check(ckpt, s)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = s.method.initial_model(s.context(), ckpt)
-    s.model = s.precision.on_device(model, s.device)
+    s.model = s.precision.on_device(model, s.device).to(s.precision.dtype)
     if cfg.sync_bn and s.denv.distributed:
         dist.convert_sync_bn(s.model, s.device)
     s.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr_at(0), momentum=cfg.optim.momentum,
@@ -148,8 +149,8 @@ def release(s: Session) -> None:
 def train_step(s: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch; returns (loss, logits). Counts the step."""
     with s.precision.autocast():
-        out = s.ddp(s.precision.prep(x))
-        loss = F.cross_entropy(out.float(), y)
+        out = s.ddp(s.precision.prep(x).to(s.precision.dtype))
+        loss = F.cross_entropy(full(out), y)
     s.optimizer.zero_grad(set_to_none=True)
     if s.scaler is not None and s.scaler.is_enabled():
         s.scaler.scale(loss).backward()
@@ -201,7 +202,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, float]:
             if i >= total:
                 break
             loss, out = train_step(s, x, y)
-            sums.add(loss, out.detach().float(), y)
+            sums.add(loss, full(out.detach()), y)
             seen += y.shape[0]
             progress.update(loss.item() if s.device.type == "cpu" else None)
             if (i + 1) % s.check_every == 0:  # the same steps on every rank (agree.agreed_flags)

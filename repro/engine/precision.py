@@ -21,12 +21,20 @@ def bf16_native() -> bool:
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """At least float32: autocast's bf16/fp16 logits go up to float32 for the loss and the metrics,
+    float64 (``dtype=float64``) stays float64."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class Precision:
     """CUDA: bf16 autocast where the GPU supports it natively, else fp16 with a GradScaler, and
-    channels_last when asked. CPU: float32, contiguous, no scaler (all ignored)."""
+    channels_last when asked. CPU: float32 (or float64 with ``dtype=float64``), contiguous, no
+    scaler. ``dtype`` is the training model's parameter dtype; every model is fed its own dtype."""
 
     def __init__(self, cfg: Config, device: torch.device):
         cuda = device.type == "cuda"
+        self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.amp_dtype = None
         if cuda and cfg.amp:
             self.amp_dtype = amp_dtype_for(bf16_native())
@@ -49,7 +57,13 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+        """What the training ran in."""
+        return str(self.amp_dtype or self.dtype).removeprefix("torch.")
+
+    @property
+    def delivered_name(self) -> str:
+        """What the delivered (float32) model runs in under this precision's autocast."""
+        return str(self.amp_dtype or torch.float32).removeprefix("torch.")
 
 
 @contextlib.contextmanager
