@@ -115,7 +115,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
     device = torch.device(device)
     per_rank = cfg.batch_size // world_size
-    workers = resolve_workers(cfg.workers, cfg.loader)
+    workers = resolve_workers(cfg.workers, cfg.loader, cuda=device.type == "cuda")
     log.info("%s loader: %d worker(s) per rank (data.workers=%d, %d CPU(s) for this task)", cfg.loader,
              workers, cfg.workers, task_cpus())
     mean, std = STATS[cfg.name]
