@@ -75,6 +75,19 @@ def test_real_torchrun_under_a_slurm_booking_divides():
     assert sorted(re.findall(r"task_cpus=(\d+)", out.stdout)) == ["1", "1"], out.stdout[-2000:]
 
 
+def test_gpu_check_pins_itself_to_the_launchers_cpus_per_task():
+    """The GPU check keeps the first CPUS_PER_GPU_TASK CPUs of its mask (set to 1 here, so that a
+    2-core machine shows it), and the launcher books that many per task."""
+    from repro.runs.submit import Cluster
+    assert Cluster().cpus_per_task == Cluster.cpus_per_task == 12
+    code = ("import os, repro.data.cpus as c; c.CPUS_PER_GPU_TASK = 1; from repro.bench.gpu import "
+            "pin_to_launcher_cpus as p; r = p(); print(r['launcher_cpus_per_task'], r['cpus_before_pinning'], "
+            "len(os.sched_getaffinity(0)), c.task_cpus())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["1", str(len(os.sched_getaffinity(0))), "1", "1"]
+
+
 def test_workers_key_default_auto_and_old_values_kept():
     assert Config().data.workers == -1
     for v in (0, 1, 2, 12):
