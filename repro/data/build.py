@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .cpus import resolve_workers, task_cpus
+from .stage import stage
 from .errors import DataError
 from .stats import STATS
 
@@ -127,6 +128,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         if folder is None:  # digits only (check_data refused the others)
             from .digits import ensure_cached
             folder = ensure_cached()
+        folder = stage(folder, cfg.stage_dir)  # node-local copy when asked for (data.stage_dir)
         n = {s: rec["images"] for s, rec in _check_betons(folder, cfg)["splits"].items()}
         num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
         make = lambda split, train, res: FfcvLoader(  # noqa: E731
