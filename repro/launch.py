@@ -133,11 +133,33 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option for the runs' jobs (not the CPU job that builds the "
                         "table), e.g. --slurm-arg qos=high --slurm-arg constraint=a100")
+    g.add_argument("--stage-data", type=_stage_dir, default="", metavar="DIR",
+                   help="node-local folder (e.g. /local/scratch/$USER; $VARS expand on the node): each node "
+                        "copies the .beton files there once, verified, and later jobs reuse them, instead of "
+                        "reading shared storage by page faults (data.stage_dir; default: off)")
     g.add_argument("--array-parallelism", type=int, default=64, help="most array tasks running at once")
     g.add_argument("--max-requeue", type=int, default=20, help="most time-out requeues per run")
     g.add_argument("--signal-delay", type=int, default=120,
                    help="seconds before the time limit at which the job is told to requeue")
     return ap
+
+
+def _stage_dir(value: str) -> str:
+    """--stage-data: checked as the config key data.stage_dir is (argparse says what is wrong, exit 2)."""
+    from repro.config import Config, ConfigError
+    try:
+        return Config.from_overrides({"data.stage_dir": value}).data.stage_dir
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _staged(p: Plan, args, file) -> Plan:
+    """Every run reads its data from a node-local copy under --stage-data (repro/data/stage.py)."""
+    if args.stage_data:
+        for pl in p.runs:
+            pl.cfg = pl.cfg.replace({"data.stage_dir": args.stage_data})
+        print(f"data: staged on each node to {args.stage_data} (--stage-data; data.stage_dir)", file=file)
+    return p
 
 
 def _defaults(args, spec: TableSpec) -> Cluster:
@@ -201,6 +223,7 @@ def _dry_run(spec: TableSpec, args, c: Cluster) -> int:
              retry_failed=args.retry_failed)
     print_plan(p)
     print("\n".join(layout))
+    _staged(p, args, sys.stdout)
     _memory(p, c, sys.stdout)
     who = holder(table_dir(Path(args.root), spec) / LAUNCH_LOCK)
     if who:
@@ -228,7 +251,7 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     checks.check_folders(p)
     checks.check_data_for(p)
     checks.check_starting_points(p)
-    return p, data_dir, raw_dir
+    return _staged(p, args, sys.stderr), data_dir, raw_dir
 
 
 def _lock_table(spec: TableSpec, args, cluster: str) -> FolderLock:

@@ -294,6 +294,24 @@ def test_dry_run_states_the_cpus_per_task(tmp_path, capsys):
     assert "CPUs per task: 16 (--cpus-per-task); on a GPU, FFCV decodes with 15 thread(s)" in capsys.readouterr().out
 
 
+def test_stage_data_reaches_every_run_and_changes_no_run_folder(tmp_path, capsys):
+    import argparse
+    spec, root = load_table("table2"), tmp_path / "runs"
+    assert _main(spec, "--dry-run", "--root", str(root), "--stage-data", "/local/scratch/$USER") == 0
+    assert "data: staged on each node to /local/scratch/$USER (--stage-data; data.stage_dir)" in capsys.readouterr().out
+    p = plan(spec, root)
+    folders = [pl.run_dir for pl in p.runs]
+    launch._staged(p, argparse.Namespace(stage_data="/local/scratch"), None)
+    assert {pl.cfg.data.stage_dir for pl in p.runs} == {"/local/scratch"}
+    from repro.config import run_name
+    assert [run_name(pl.cfg) for pl in p.runs] == [f.name for f in folders]  # identity=False: same names, hashes
+    # a relative folder would mean another place on every node: refused before anything happens
+    with pytest.raises(SystemExit) as e:
+        _main(spec, "--dry-run", "--root", str(root), "--stage-data", "scratch")
+    assert e.value.code == 2 and "data.stage_dir: must be an absolute path" in capsys.readouterr().err
+    assert not root.exists()
+
+
 def test_dry_run_states_the_memory_request_from_the_converted_data(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
