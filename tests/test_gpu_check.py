@@ -46,4 +46,5 @@ def test_cpu_variant_prints_its_ratios_and_facts(tmp_path):
     # it runs on the CPUs a launched task gets, and says so
     from repro.data.cpus import CPUS_PER_GPU_TASK
     assert r["facts"]["launcher_cpus_per_task"] == CPUS_PER_GPU_TASK
-    assert f"pinned to the launcher's --cpus-per-task {CPUS_PER_GPU_TASK}" in text.splitlines()[0]
+    head = next(x for x in text.splitlines() if x.startswith("GPU check on"))
+    assert f"pinned to the launcher's --cpus-per-task {CPUS_PER_GPU_TASK}" in head, head
