@@ -99,6 +99,7 @@ print(stage_file(Path(sys.argv[1]), Path(sys.argv[2])))
 """
 
 
+@pytest.mark.slow  # three Python processes
 def test_ranks_of_one_node_copy_once(tmp_path):
     src, local = _shared(tmp_path, mib=24), tmp_path / "local"
     local.mkdir()
@@ -130,6 +131,7 @@ def test_stage_dir_key_changes_no_run_hash():
         Config.from_overrides(["data.stage_dir=scratch"])
 
 
+@pytest.mark.slow  # two FFCV compilations
 def test_loaders_read_the_staged_copy(tmp_path):
     from repro.config import DataConfig
     from repro.data import build_loaders
