@@ -75,7 +75,7 @@ def stage_file(src: Path, dst: Path) -> str:
             return "reused"
         for stale in dst.parent.glob(dst.name + TMP_MARK + "*"):  # a copier killed half-way
             stale.unlink()
-        free = shutil.disk_usage(dst.parent).free + (dst.stat().st_size if dst.is_file() else 0)
+        free = shutil.disk_usage(dst.parent).free  # an old copy a job still reads frees nothing
         if free < st.st_size:
             raise OSError(f"{st.st_size / 2**30:.1f} GiB needed for {dst.name}, {free / 2**30:.1f} GiB free")
         tmp = dst.with_name(f"{dst.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}")
