@@ -117,7 +117,8 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     g.add_argument("--tasks-per-node", type=int, default=None,
                    help="DDP processes per node (default: --gpus-per-node, at least 1)")
     g.add_argument("--cpus-per-task", type=int, default=None,
-                   help=f"default {Cluster.cpus_per_task}: FFCV decoding threads + the training thread (1 with --smoke)")
+                   help=f"default {Cluster.cpus_per_task}: FFCV decoding threads + the training thread "
+                        "(1 with --smoke)")
     g.add_argument("--mem-gb", type=float, default=None,
                    help="memory per node in GB; 0 = the whole node (default: the .beton files FFCV keeps in "
                         "the page cache + 8 GB per task, printed with the plan)")

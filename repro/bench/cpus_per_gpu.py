@@ -92,7 +92,8 @@ def _parse(argv):
     p.add_argument("--repeats", type=int, default=3, help="measurements per thread count; medians (default 3)")
     p.add_argument("--images", type=int, default=1000, help="training images of the stand-in (default 1000)")
     p.add_argument("--jpeg-size", type=int, default=448, help="typical side of the stand-in JPEGs in px (default 448)")
-    p.add_argument("--work", default="/tmp/prunerepro-bench", help="cache for the stand-in (default /tmp/prunerepro-bench)")
+    p.add_argument("--work", default="/tmp/prunerepro-bench",
+                   help="cache for the stand-in (default /tmp/prunerepro-bench)")
     p.add_argument("--_measure", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -70,8 +70,8 @@ def stage_file(src: Path, dst: Path) -> str:
     with FileLock(str(dst) + ".lock"):
         st = src.stat()
         record = _read_record(dst)
-        if (record is not None and dst.is_file() and (record["size"], record["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
-                and dst.stat().st_size == record["size"]):
+        same_source = record is not None and (record["size"], record["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+        if same_source and dst.is_file() and dst.stat().st_size == record["size"]:
             return "reused"
         for stale in dst.parent.glob(dst.name + TMP_MARK + "*"):  # a copier killed half-way
             stale.unlink()
