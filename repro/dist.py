@@ -12,9 +12,11 @@ Detection order (the first complete source wins):
    SLURM_LOCALID, SLURM_JOB_NODELIST, SLURM_JOB_ID must all be there. The master is the first
    host of the node list (``scontrol show hostnames``, else submitit's parser); the port is
    derived from the job id exactly as submitit does, so every task computes the same one.
-   ``MASTER_PORT`` overrides the port (a port can be taken; submitit honours it too);
-   ``MASTER_ADDR`` is ignored with a warning (the node list is always right, a stray
-   ``localhost`` from a login shell is not).
+   The SLURM environment is the source of truth there: a ``MASTER_ADDR`` / ``MASTER_PORT``
+   exported in a login shell travels into every job, so two multi-GPU jobs on one node would
+   fight over one port; both are ignored, with one warning line (under submitit on SLURM too,
+   whose helper would honour MASTER_PORT). The node list is always right, a stray
+   ``localhost`` from a login shell is not.
 4. a single process.
 Backend: nccl when the run uses CUDA, gloo otherwise.
 """
@@ -110,8 +112,12 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
     if env.get("SUBMITIT_EXECUTOR") and environ is None:
         from submitit.helpers import TorchDistributedEnvironment
         t = TorchDistributedEnvironment()
-        return _checked(DistEnv("submitit", t.rank, t.world_size, t.local_rank, t.master_addr, t.master_port,
-                                job or str(t._job_env.job_id)))
+        job = job or str(t._job_env.job_id)
+        port = t.master_port
+        if env["SUBMITIT_EXECUTOR"] == "slurm":  # submitit's helper honours a stray MASTER_PORT
+            port = master_port_for(job)
+            _ignored_master_vars(env, t.master_addr, port, job)
+        return _checked(DistEnv("submitit", t.rank, t.world_size, t.local_rank, t.master_addr, port, job))
     if "SLURM_PROCID" in env:
         missing = [v for v in SLURM_VARS if v not in env]
         if missing:
@@ -119,13 +125,21 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
                                "(start the tasks with srun)")
         world = _int(env, "SLURM_NTASKS")
         addr = first_host(env["SLURM_JOB_NODELIST"]) if world > 1 else "127.0.0.1"
-        if env.get("MASTER_ADDR") and env["MASTER_ADDR"] != addr:
-            log.warning("MASTER_ADDR=%s ignored under SLURM: the master is %s, the first host of the "
-                        "node list (MASTER_PORT is honoured)", env["MASTER_ADDR"], addr)
-        port = _int(env, "MASTER_PORT") if "MASTER_PORT" in env else master_port_for(env["SLURM_JOB_ID"])
+        port = master_port_for(env["SLURM_JOB_ID"])
+        _ignored_master_vars(env, addr, port, env["SLURM_JOB_ID"])
         return _checked(DistEnv("slurm", _int(env, "SLURM_PROCID"), world, _int(env, "SLURM_LOCALID"),
                                 addr, port, job))
     return DistEnv("single", 0, 1, 0, "127.0.0.1", 0, job)
+
+
+def _ignored_master_vars(env: Mapping[str, str], addr: str, port: int, job_id: str) -> None:
+    """One warning line when a login shell's MASTER_ADDR / MASTER_PORT differ from what SLURM's
+    environment gives (the first host of the node list; the port derived from the job id)."""
+    stray = [f"{k}={env[k]}" for k, mine in (("MASTER_ADDR", addr), ("MASTER_PORT", str(port)))
+             if env.get(k) and env[k] != mine]
+    if stray:
+        log.warning("%s ignored under SLURM: the master is %s:%d (the first host of the node list; the port "
+                    "derived from job id %s, the same in every task)", " ".join(stray), addr, port, job_id)
 
 
 def _checked(d: DistEnv) -> DistEnv:

@@ -116,7 +116,9 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
                         "the paper's layout where the table's recipe gives one, else 1") + "; 0 with --smoke)")
     g.add_argument("--tasks-per-node", type=int, default=None,
                    help="DDP processes per node (default: --gpus-per-node, at least 1)")
-    g.add_argument("--cpus-per-task", type=int, default=None, help="default 8 (1 with --smoke)")
+    g.add_argument("--cpus-per-task", type=int, default=None,
+                   help=f"default {Cluster.cpus_per_task}: FFCV decoding threads + the training thread "
+                        "(1 with --smoke)")
     g.add_argument("--mem-gb", type=float, default=None,
                    help="memory per node in GB; 0 = the whole node (default: the .beton files FFCV keeps in "
                         "the page cache + 8 GB per task, printed with the plan)")
@@ -130,12 +132,35 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
                    help="time limit per job in minutes (default 1440, with --smoke 30); a run that "
                         "hits it is requeued and resumes")
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sbatch option, e.g. --slurm-arg qos=high --slurm-arg constraint=a100")
+                   help="any other sbatch option for the runs' jobs (not the CPU job that builds the "
+                        "table), e.g. --slurm-arg qos=high --slurm-arg constraint=a100")
+    g.add_argument("--stage-data", type=_stage_dir, default="", metavar="DIR",
+                   help="node-local folder (e.g. /local/scratch/$USER; $VARS expand on the node): each node "
+                        "copies the .beton files there once, verified, and later jobs reuse them, instead of "
+                        "reading shared storage by page faults (data.stage_dir; default: off)")
     g.add_argument("--array-parallelism", type=int, default=64, help="most array tasks running at once")
     g.add_argument("--max-requeue", type=int, default=20, help="most time-out requeues per run")
     g.add_argument("--signal-delay", type=int, default=120,
                    help="seconds before the time limit at which the job is told to requeue")
     return ap
+
+
+def _stage_dir(value: str) -> str:
+    """--stage-data: checked as the config key data.stage_dir is (argparse says what is wrong, exit 2)."""
+    from repro.config import Config, ConfigError
+    try:
+        return Config.from_overrides({"data.stage_dir": value}).data.stage_dir
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _staged(p: Plan, args, file) -> Plan:
+    """Every run reads its data from a node-local copy under --stage-data (repro/data/stage.py)."""
+    if args.stage_data:
+        for pl in p.runs:
+            pl.cfg = pl.cfg.replace({"data.stage_dir": args.stage_data})
+        print(f"data: staged on each node to {args.stage_data} (--stage-data; data.stage_dir)", file=file)
+    return p
 
 
 def _defaults(args, spec: TableSpec) -> Cluster:
@@ -150,7 +175,7 @@ def _defaults(args, spec: TableSpec) -> Cluster:
         raise LaunchError("--mem-gb and --gpus-per-node must be >= 0")
     gpus = (0 if smoke else checks.paper_gpus(spec) or 1) if args.gpus_per_node is None else args.gpus_per_node
     return Cluster(nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=args.tasks_per_node,
-                   cpus_per_task=args.cpus_per_task or (1 if smoke else 8), mem_gb=args.mem_gb,
+                   cpus_per_task=args.cpus_per_task or (1 if smoke else Cluster.cpus_per_task), mem_gb=args.mem_gb,
                    partition=args.partition, cpu_partition=args.cpu_partition, account=args.account,
                    time_min=args.time or (30 if smoke else 1440),
                    slurm_args=tuple(args.slurm_arg), array_parallelism=args.array_parallelism,
@@ -161,7 +186,9 @@ def _layout(spec: TableSpec, args, c: Cluster) -> list[str]:
     """Lines stating each run's per-process batch. Refuses (LaunchError) an indivisible global
     batch, and - unless --allow-other-layout - a per-GPU batch that is not the paper's; a dry run
     only warns about the latter."""
+    from repro.runs.submit import resources_line
     lines, departs = checks.check_layout(spec, c.processes, smoke=args.smoke)
+    lines.append(resources_line(c))
     if departs and not (args.dry_run or args.allow_other_layout):
         raise LaunchError(departs)
     if departs:
@@ -197,6 +224,7 @@ def _dry_run(spec: TableSpec, args, c: Cluster) -> int:
              retry_failed=args.retry_failed)
     print_plan(p)
     print("\n".join(layout))
+    _staged(p, args, sys.stdout)
     _memory(p, c, sys.stdout)
     who = holder(table_dir(Path(args.root), spec) / LAUNCH_LOCK)
     if who:
@@ -224,7 +252,7 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     checks.check_folders(p)
     checks.check_data_for(p)
     checks.check_starting_points(p)
-    return p, data_dir, raw_dir
+    return _staged(p, args, sys.stderr), data_dir, raw_dir
 
 
 def _lock_table(spec: TableSpec, args, cluster: str) -> FolderLock:

@@ -44,19 +44,45 @@ def test_slurm_task(monkeypatch):
     assert dist.master_port_for("4243") != d.master_port
 
 
-def test_slurm_with_stray_master_vars_from_the_login_shell(monkeypatch):
+def test_slurm_with_stray_master_vars_from_the_login_shell(monkeypatch, caplog):
     """MASTER_ADDR/MASTER_PORT exported in a login shell travel into every SLURM job: still a SLURM
-    task, the port override is honoured, the address comes from the node list."""
+    task, and SLURM's environment wins: the address from the node list, the port from the job id
+    (two multi-GPU jobs on one node would otherwise fight over the login shell's port), said in
+    one warning line."""
     monkeypatch.setenv("PATH", "/nonexistent")
-    d = detect({**SLURM, "MASTER_PORT": "29511"})
-    assert (d.source, d.rank, d.world_size, d.master_addr, d.master_port) == ("slurm", 3, 4, "gpu07", 29511)
-    d = detect({**SLURM, "MASTER_ADDR": "localhost", "MASTER_PORT": "29511"})
-    assert (d.source, d.master_addr, d.master_port) == ("slurm", "gpu07", 29511)
+    port = dist.master_port_for("4242")
+    with caplog.at_level("WARNING", logger="repro.dist"):
+        d = detect({**SLURM, "MASTER_PORT": "29511"})
+    assert (d.source, d.rank, d.world_size, d.master_addr, d.master_port) == ("slurm", 3, 4, "gpu07", port)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"MASTER_PORT=29511 ignored under SLURM: the master is gpu07:{port} (the first host of the node list; "
+        "the port derived from job id 4242, the same in every task)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="repro.dist"):
+        d = detect({**SLURM, "MASTER_ADDR": "localhost", "MASTER_PORT": "29511"})
+    assert (d.source, d.master_addr, d.master_port) == ("slurm", "gpu07", port)
+    assert len(caplog.records) == 1 and "MASTER_ADDR=localhost MASTER_PORT=29511 ignored" in caplog.text
+    # two jobs on one node with the same login shell's port: two ports
+    other = detect({**SLURM, "SLURM_JOB_ID": "4243", "MASTER_PORT": "29511"})
+    assert other.master_port == dist.master_port_for("4243") != d.master_port
     # one process without SLURM: the stray variables select nothing either
     assert detect({"MASTER_ADDR": "localhost", "MASTER_PORT": "29511"}).source == "single"
     # a process identity without the rest is still a broken torchrun environment
     with pytest.raises(DistEnvError, match="incomplete torchrun environment: WORLD_SIZE, LOCAL_RANK missing"):
         detect({**SLURM, "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "29511"})
+
+
+def test_submitit_on_slurm_ignores_a_stray_master_port_too(monkeypatch):
+    """submitit's own helper honours MASTER_PORT; under its SLURM executor the job id decides."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in {**SLURM, "SUBMITIT_EXECUTOR": "slurm", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "2",
+                 "MASTER_PORT": "29511"}.items():
+        monkeypatch.setenv(k, v)
+    d = detect()
+    assert (d.source, d.rank, d.world_size, d.master_addr) == ("submitit", 3, 4, "gpu07")
+    assert d.master_port == dist.master_port_for("4242") != 29511
 
 
 _SLURM_WORKER = """
@@ -73,19 +99,27 @@ dist.teardown()
 @pytest.mark.timeout(120)
 def test_two_slurm_tasks_with_a_stray_master_port_form_a_group(tmp_path):
     """Two real processes in a SLURM task environment (srun's variables) with a stray MASTER_ADDR
-    that does not resolve and a MASTER_PORT: they detect SLURM, meet on that port, all-reduce (gloo)."""
+    that does not resolve and a stray MASTER_PORT that is taken (another job listens there): they
+    detect SLURM, meet on the port derived from the job id, all-reduce (gloo)."""
     import os
     import subprocess
     import sys
-    port = _free_port()
+    job = next(j for j in range(777, 10**6) if _port_is_free(dist.master_port_for(str(j))))
+    port = dist.master_port_for(str(job))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_")) and k not in
             ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     procs = [subprocess.Popen([sys.executable, "-c", _SLURM_WORKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r),
                                               "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost",
-                                              "SLURM_JOB_ID": "777", "MASTER_ADDR": "login1.invalid",
-                                              "MASTER_PORT": str(port)}) for r in (0, 1)]
-    outs = [p.communicate(timeout=100) for p in procs]
+                                              "SLURM_JOB_ID": str(job), "MASTER_ADDR": "login1.invalid",
+                                              "MASTER_PORT": str(taken.getsockname()[1])}) for r in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=100) for p in procs]
+    finally:
+        taken.close()
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
     assert sorted(o.split() for o, _ in outs) == [["slurm", str(r), "2", "localhost", str(port), "3"] for r in (0, 1)]
 
@@ -123,6 +157,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _sbn_worker(rank: int, port: int, x: torch.Tensor, w: torch.Tensor, out: dict) -> None:

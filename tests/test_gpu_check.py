@@ -43,3 +43,8 @@ def test_cpu_variant_prints_its_ratios_and_facts(tmp_path):
     assert c["rel_diff_fp32"] < 1e-4 and c["rel_diff_fp32_aligned"] < 1e-4  # exact up to float32 rounding
     assert c["theoretical_speedup"] > 1.5  # ResNet-50 at 40%: about 2.1x fewer conv MACs
     assert "goals missed:" in text
+    # it runs on the CPUs a launched task gets, and says so
+    from repro.data.cpus import CPUS_PER_GPU_TASK
+    assert r["facts"]["launcher_cpus_per_task"] == CPUS_PER_GPU_TASK
+    head = next(x for x in text.splitlines() if x.startswith("GPU check on"))
+    assert f"pinned to the launcher's --cpus-per-task {CPUS_PER_GPU_TASK}" in head, head

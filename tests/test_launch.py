@@ -272,6 +272,46 @@ def test_executor_parameters_memory_gpus_and_partitions():
     assert Cluster(nodes=2, gpus_per_node=8).processes == 16 and Cluster(gpus_per_node=0).processes == 1
 
 
+def test_slurm_args_reach_the_gpu_jobs_only():
+    """--slurm-arg constraint=a100 on the CPU job that builds the table would leave it pending
+    forever on a CPU partition."""
+    from repro.runs.submit import Cluster, executor_params
+    c = Cluster(gpus_per_node=8, partition="gpu", cpu_partition="cpu", slurm_args=("constraint=a100", "qos=high"))
+    run = executor_params(c, "slurm", name="t")["slurm_additional_parameters"]
+    assert (run["constraint"], run["qos"]) == ("a100", "high")
+    table = executor_params(c, "slurm", name="t", small=True, dependency="afterany:1")["slurm_additional_parameters"]
+    assert "constraint" not in table and "qos" not in table
+    assert table == {"kill-on-invalid-dep": "yes", "dependency": "afterany:1"}
+
+
+def test_dry_run_states_the_cpus_per_task(tmp_path, capsys):
+    from repro.data.cpus import CPUS_PER_GPU_TASK
+    assert _main(load_table("table2"), "--dry-run", "--root", str(tmp_path / "runs")) == 0
+    out = capsys.readouterr().out
+    assert f"CPUs per task: {CPUS_PER_GPU_TASK} (--cpus-per-task); on a GPU, FFCV decodes with " \
+           f"{CPUS_PER_GPU_TASK - 1} thread(s)" in out
+    assert _main(load_table("table2"), "--dry-run", "--root", str(tmp_path / "runs"), "--cpus-per-task", "16") == 0
+    assert "CPUs per task: 16 (--cpus-per-task); on a GPU, FFCV decodes with 15 thread(s)" in capsys.readouterr().out
+
+
+def test_stage_data_reaches_every_run_and_changes_no_run_folder(tmp_path, capsys):
+    import argparse
+    spec, root = load_table("table2"), tmp_path / "runs"
+    assert _main(spec, "--dry-run", "--root", str(root), "--stage-data", "/local/scratch/$USER") == 0
+    assert "data: staged on each node to /local/scratch/$USER (--stage-data; data.stage_dir)" in capsys.readouterr().out
+    p = plan(spec, root)
+    folders = [pl.run_dir for pl in p.runs]
+    launch._staged(p, argparse.Namespace(stage_data="/local/scratch"), None)
+    assert {pl.cfg.data.stage_dir for pl in p.runs} == {"/local/scratch"}
+    from repro.config import run_name
+    assert [run_name(pl.cfg) for pl in p.runs] == [f.name for f in folders]  # identity=False: same names, hashes
+    # a relative folder would mean another place on every node: refused before anything happens
+    with pytest.raises(SystemExit) as e:
+        _main(spec, "--dry-run", "--root", str(root), "--stage-data", "scratch")
+    assert e.value.code == 2 and "data.stage_dir: must be an absolute path" in capsys.readouterr().err
+    assert not root.exists()
+
+
 def test_dry_run_states_the_memory_request_from_the_converted_data(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -71,3 +71,34 @@ def test_two_node_gloo_job(tmp_path, slurm_cluster):
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert all(r["world"] == 2 and r["sum"] == 3.0 for r in results)
     assert {r["node"] for r in results} == {"node1", "node2"}  # one task per node
+
+
+def _allreduce_through_repro_dist():
+    """What a run's job does: repro.dist finds the group from the SLURM/submitit environment."""
+    import torch
+    from repro import dist
+    d = dist.detect()
+    dist.init(d, torch.device("cpu"), timeout_s=60)
+    t = dist.all_sum(torch.tensor([float(d.rank + 1)]))
+    dist.teardown()
+    return {"source": d.source, "rank": d.rank, "port": d.master_port, "job": d.job_id, "sum": t.item()}
+
+
+def test_a_login_shells_master_port_is_not_used_under_slurm(tmp_path, slurm_cluster, monkeypatch):
+    """MASTER_PORT exported where the job was submitted travels into the job (sbatch exports the
+    environment); another job already listens on that port. The two tasks meet on the port derived
+    from their job id instead, and each says so in one line."""
+    from repro.dist import master_port_for
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        stray = taken.getsockname()[1]
+        monkeypatch.setenv("MASTER_PORT", str(stray))
+        ex = _executor(tmp_path, slurm_cluster["partition"], nodes=2, tasks_per_node=1)
+        job = ex.submit(_allreduce_through_repro_dist)
+        results = job.results()
+    assert sorted(r["rank"] for r in results) == [0, 1] and all(r["sum"] == 3.0 for r in results)
+    assert {(r["source"], r["port"]) for r in results} == {("submitit", master_port_for(results[0]["job"]))}
+    assert results[0]["port"] != stray
+    assert f"MASTER_PORT={stray} ignored under SLURM" in job.stderr()

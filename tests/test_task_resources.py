@@ -3,9 +3,11 @@ AMP dtype from what the GPU computes natively, SyncBatchNorm by device, float32 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,8 +41,51 @@ def test_auto_workers_follow_slurm_and_torchrun_shares():
     assert _workers({"SLURM_CPUS_PER_TASK": "1"}) == [1, 0, 2]  # booked 1 CPU per task
     assert task_cpus({"SLURM_CPUS_PER_TASK": "64"}, affinity=12) == 12  # never more than the mask
     assert task_cpus({"LOCAL_WORLD_SIZE": "8"}, affinity=96) == 12  # torchrun: the node's CPUs shared out
-    assert task_cpus({"SLURM_CPUS_PER_TASK": "10", "LOCAL_WORLD_SIZE": "8"}, affinity=96) == 10
     assert task_cpus({}, affinity=n) == n and resolve_workers(0, "plain", {}, affinity=n) == 0
+
+
+def test_torchrun_inside_one_slurm_task_shares_the_booking():
+    # srun -c 64 torchrun --nproc_per_node 8: one SLURM task, 8 ranks -> 8 CPUs each, not 64 each
+    # (512 threads on 64 CPUs); torchrun's own variable says it started the processes
+    torchrun = {"SLURM_CPUS_PER_TASK": "64", "LOCAL_WORLD_SIZE": "8", "TORCHELASTIC_RUN_ID": "none"}
+    assert task_cpus(torchrun, affinity=64) == 8
+    assert task_cpus(torchrun, affinity=96) == 8  # no task binding: the booking, then shared
+    # SLURM started one task per GPU (srun --ntasks-per-node 8 -c 8, submitit): each keeps its booking,
+    # even where a launcher exported LOCAL_WORLD_SIZE beside it
+    assert task_cpus({"SLURM_CPUS_PER_TASK": "8", "LOCAL_WORLD_SIZE": "8"}, affinity=96) == 8
+    assert task_cpus({"SLURM_CPUS_PER_TASK": "8"}, affinity=8) == 8
+
+
+def test_ffcv_leaves_the_training_thread_one_cpu_on_cuda():
+    assert resolve_workers(-1, "ffcv", {"SLURM_CPUS_PER_TASK": "12"}, affinity=96, cuda=True) == 11
+    assert resolve_workers(-1, "ffcv", {"SLURM_CPUS_PER_TASK": "12"}, affinity=96) == 12  # CPU: all of them
+    assert resolve_workers(-1, "ffcv", {}, affinity=1, cuda=True) == 1  # never no thread at all
+    assert resolve_workers(3, "ffcv", {}, affinity=96, cuda=True) == 3  # an explicit value is kept
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
+def test_real_torchrun_under_a_slurm_booking_divides():
+    """A real `torchrun --nproc_per_node 2` inside a task booked (and bound) to 2 CPUs: each rank
+    gets 1 FFCV thread, not 2."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run(["taskset", "-c", "0,1", str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                          "repro.data.cpus"], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env={**os.environ, "SLURM_CPUS_PER_TASK": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(re.findall(r"task_cpus=(\d+)", out.stdout)) == ["1", "1"], out.stdout[-2000:]
+
+
+def test_gpu_check_pins_itself_to_the_launchers_cpus_per_task():
+    """The GPU check keeps the first CPUS_PER_GPU_TASK CPUs of its mask (set to 1 here, so that a
+    2-core machine shows it), and the launcher books that many per task."""
+    from repro.runs.submit import Cluster
+    assert Cluster().cpus_per_task == Cluster.cpus_per_task == 12
+    code = ("import os, repro.data.cpus as c; c.CPUS_PER_GPU_TASK = 1; from repro.bench.gpu import "
+            "pin_to_launcher_cpus as p; r = p(); print(r['launcher_cpus_per_task'], r['cpus_before_pinning'], "
+            "len(os.sched_getaffinity(0)), c.task_cpus())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["1", str(len(os.sched_getaffinity(0))), "1", "1"]
 
 
 def test_workers_key_default_auto_and_old_values_kept():

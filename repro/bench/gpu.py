@@ -242,11 +242,21 @@ def compact(z: Sizes, device: torch.device, amp) -> dict:
             "precision": "float32" if amp is None else str(amp).removeprefix("torch.")}
 
 
-def facts(z: Sizes, device: torch.device) -> dict:
+def pin_to_launcher_cpus() -> dict:
+    """Run on the CPUs a launched GPU task gets (``--cpus-per-task``'s default), no more: the
+    first CPUS_PER_GPU_TASK of this process's affinity mask. Called before any thread starts
+    (threads inherit the mask), so torch's and FFCV's threads stay inside it too."""
+    from repro.data.cpus import CPUS_PER_GPU_TASK
+    mask = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, mask[:CPUS_PER_GPU_TASK])
+    return {"launcher_cpus_per_task": CPUS_PER_GPU_TASK, "cpus_before_pinning": len(mask)}
+
+
+def facts(z: Sizes, device: torch.device, pinned: dict | None = None) -> dict:
     from repro.data.cpus import task_cpus
     from repro.engine.precision import amp_dtype_for, bf16_native
     out = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cpus_for_this_task": task_cpus(), "sizes": asdict(z)}
+           "cpus_for_this_task": task_cpus(), **(pinned or {}), "sizes": asdict(z)}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         native = bf16_native()
@@ -256,11 +266,11 @@ def facts(z: Sizes, device: torch.device) -> dict:
     return out
 
 
-def check(z: Sizes, work: Path, say=print) -> dict:
+def check(z: Sizes, work: Path, say=print, pinned: dict | None = None) -> dict:
     device = torch.device(z.device)
     if device.type == "cuda":
         torch.cuda.set_device(0)
-    r: dict = {"facts": facts(z, device)}
+    r: dict = {"facts": facts(z, device, pinned)}
     amp = getattr(torch, r["facts"]["amp"]) if "amp" in r["facts"] else None
     say(f"[gpu check] stand-in ImageNet in {work}")
     cfg = train_config(z, stand_in(work, z))
@@ -294,7 +304,12 @@ def report(r: dict) -> str:
     where = (f"{f['gpu']} (compute capability {f['capability']}, {f['gpu_memory_gib']} GiB), CUDA {f['cuda']}, "
              f"cuDNN {f['cudnn']}; bf16 native: {'yes' if f['bf16_native'] else 'no'} -> AMP {f['amp']}"
              if "gpu" in f else "CPU VARIANT (no GPU): small sizes, figures say nothing about a GPU")
-    head = [f"GPU check on {where}; torch {f['torch']}, {f['cpus_for_this_task']} CPU(s) for this task",
+    booked = f.get("launcher_cpus_per_task")
+    cpus = f"{f['cpus_for_this_task']} CPU(s) for this task" + (
+        f" (pinned to the launcher's --cpus-per-task {booked}; the task had {f['cpus_before_pinning']}"
+        + ("" if f["cpus_before_pinning"] >= booked else ": FEWER than a launched task gets, figures pessimistic")
+        + ")" if booked else "")
+    head = [f"GPU check on {where}; torch {f['torch']}, {cpus}",
             f"{z['arch']}, batch {z['batch']} per process at {z['res']} px, FFCV loader with {ld['workers']} "
             f"worker thread(s), {z['epochs']} epochs (rates: median after the first); trainer trained in "
             f"{t['train_precision']}, evaluated the delivered model in {t['eval_precision']}"]
@@ -334,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     z = GPU if torch.cuda.is_available() and not args.cpu else CPU
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="repro-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
+    pinned = pin_to_launcher_cpus()
     t0 = time.time()
     try:
-        r = check(z, work, say=lambda m: print(m, file=sys.stderr, flush=True))
+        r = check(z, work, say=lambda m: print(m, file=sys.stderr, flush=True), pinned=pinned)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -55,10 +55,15 @@ class DataConfig(_Section):
     val_res: int = key(IMAGENET["data.val_res"], "ImageNet validation centre crop; ignored for 32x32 sets")
     val_resize: int = key(IMAGENET["data.val_resize"], "ImageNet validation resize before the centre crop")
     in_memory: bool = key(True, "FFCV: load the whole .beton into RAM", identity=False)
+    stage_dir: str = key("", "node-local folder: FFCV reads a copy of the ffcv_dir files made there once per "
+                             "node, verified (size + sha256), reused by later jobs; $VARS expanded on the "
+                             "node; '' = read ffcv_dir (repro/data/stage.py)", identity=False)
 
     def validate(self):
         check(self.batch_size >= 1, "data.batch_size", "must be >= 1", self.batch_size)
         check(self.workers >= -1, "data.workers", "must be >= 0, or -1 (auto)", self.workers)
+        check(self.stage_dir == "" or self.stage_dir[0] in "/$~", "data.stage_dir",
+              "must be an absolute path (or start with $VAR or ~), or '' (off)", self.stage_dir)
         for k in ("train_res", "val_res", "val_resize"):
             check(getattr(self, k) >= 8, f"data.{k}", "must be >= 8 pixels", getattr(self, k))
         check(self.val_resize >= self.val_res, "data.val_resize", f"must be >= data.val_res ({self.val_res})",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .cpus import resolve_workers, task_cpus
+from .stage import stage
 from .errors import DataError
 from .stats import STATS
 
@@ -115,7 +116,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
     device = torch.device(device)
     per_rank = cfg.batch_size // world_size
-    workers = resolve_workers(cfg.workers, cfg.loader)
+    workers = resolve_workers(cfg.workers, cfg.loader, cuda=device.type == "cuda")
     log.info("%s loader: %d worker(s) per rank (data.workers=%d, %d CPU(s) for this task)", cfg.loader,
              workers, cfg.workers, task_cpus())
     mean, std = STATS[cfg.name]
@@ -127,6 +128,7 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
         if folder is None:  # digits only (check_data refused the others)
             from .digits import ensure_cached
             folder = ensure_cached()
+        folder = stage(folder, cfg.stage_dir)  # node-local copy when asked for (data.stage_dir)
         n = {s: rec["images"] for s, rec in _check_betons(folder, cfg)["splits"].items()}
         num_classes = 10 if cfg.name != "imagenet" else int(_beton_labels(folder / "train.beton").max()) + 1
         make = lambda split, train, res: FfcvLoader(  # noqa: E731

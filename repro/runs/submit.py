@@ -34,6 +34,7 @@ import submitit
 
 from repro import rundir
 from repro.config import Config
+from repro.data.cpus import CPUS_PER_GPU_TASK
 
 from . import jobs
 from .errors import LaunchError
@@ -115,13 +116,13 @@ class Cluster:
     nodes: int = 1
     gpus_per_node: int = 1
     tasks_per_node: int | None = None
-    cpus_per_task: int = 8
+    cpus_per_task: int = CPUS_PER_GPU_TASK
     mem_gb: float | None = None   # per node; None = no request, 0 = the whole node
     partition: str | None = None
     cpu_partition: str | None = None  # for the table job (no GPU); default: partition
     account: str | None = None
     time_min: int = 1440
-    slurm_args: tuple[str, ...] = ()
+    slurm_args: tuple[str, ...] = ()  # --slurm-arg: the runs' jobs only, never the table job
     array_parallelism: int = 64
     max_requeue: int = 20
     signal_delay_s: int = 120
@@ -135,6 +136,13 @@ class Cluster:
     def processes(self) -> int:
         """DDP processes of one run (its world size)."""
         return self.nodes * self.tasks
+
+
+def resources_line(c: Cluster) -> str:
+    """What each task is given, as the plan states it (the CPU defaults show in --dry-run)."""
+    gpu = (f"; on a GPU, FFCV decodes with {max(1, c.cpus_per_task - 1)} thread(s) beside the training "
+           "thread (repro.data.cpus)") if c.gpus_per_node else ""
+    return f"CPUs per task: {c.cpus_per_task} (--cpus-per-task){gpu}"
 
 
 # A training process on the host: torch + CUDA runtime, FFCV's pinned batch slots, numba, with room
@@ -171,7 +179,7 @@ def executor_params(c: Cluster, cluster: str, *, name: str, dependency: str = ""
     extra: dict[str, Any] = {"kill-on-invalid-dep": "yes"}  # dependents of a failed baseline leave the queue
     if dependency:
         extra["dependency"] = dependency
-    for kv in c.slurm_args:
+    for kv in () if small else c.slurm_args:  # GPU jobs' options (constraint=a100): none fit the CPU job
         k, _, v = kv.partition("=")
         extra[k.lstrip("-")] = v if v else True
     params.update(nodes=1 if small else c.nodes, slurm_additional_parameters=extra,
