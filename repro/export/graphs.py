@@ -49,11 +49,11 @@ def folded(model: nn.Module) -> nn.Module:
 
 def torchscript_bytes(model: nn.Module, facts: dict) -> bytes:
     """The folded model, scripted and frozen, with the facts as an extra file."""
-    with warnings.catch_warnings():  # torch.jit.script's deprecation notice: we know, see above
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # torch.jit's deprecation notices: TorchScript is what was asked for
         warnings.simplefilter("ignore", DeprecationWarning)
         frozen = torch.jit.freeze(torch.jit.script(folded(model)))
-    buf = io.BytesIO()
-    torch.jit.save(frozen, buf, _extra_files={FACTS_FILE: json.dumps(facts, sort_keys=True)})
+        torch.jit.save(frozen, buf, _extra_files={FACTS_FILE: json.dumps(facts, sort_keys=True)})
     return buf.getvalue()
 
 
@@ -76,7 +76,9 @@ def onnx_bytes(model: nn.Module, facts: dict, example: torch.Tensor) -> bytes:
 def load_torchscript(data: bytes) -> tuple[torch.jit.ScriptModule, dict]:
     """(the module, its facts) as a user gets them from the file's bytes."""
     extra = {FACTS_FILE: ""}
-    module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra[FACTS_FILE])
 
 
