@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary(record: dict, latency: dict) -> str:
-    variants = [v for v in ("delivered", "aligned") if f"{v}_ms" in next(iter(next(iter(
-        latency["batches"].values())).values()))]
+    variants = ["delivered"] + (["aligned"] if latency["align"] > 1 else [])
     rows = []
     for batch, per_backend in latency["batches"].items():
         for backend, r in per_backend.items():

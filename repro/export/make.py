@@ -18,7 +18,7 @@ import torch
 
 from repro.config import EXPORT_FORMATS
 from repro.io import json_bytes
-from repro.models import arch_info, build_model
+from repro.models import arch_info, build_model, check_resolution
 from repro.prune.compact import align_kept, build_compact
 from repro.prune.expand import expand_compact
 from repro.prune.sfp import MaskError
@@ -58,8 +58,12 @@ def formats_of(names) -> tuple[str, ...]:
 
 def prepare(d: Delivered, opts: Options) -> Options:
     """Every check of the request that touches nothing; the options completed."""
-    if opts.align < 1 or opts.repeats < 1 or any(b < 1 for b in opts.batches):
-        raise ExportError("--align, --repeats and the batch sizes must be >= 1")
+    if opts.align < 1 or opts.repeats < 1 or (opts.threads or 1) < 1 or any(b < 1 for b in opts.batches):
+        raise ExportError("--align, --repeats, --threads and the batch sizes must be >= 1")
+    try:
+        check_resolution(d.arch, opts.resolution or arch_info(d.arch).resolution)
+    except ValueError as e:
+        raise ExportError(f"--resolution: {e}") from None
     out = Path(opts.out) if opts.out is not None else d.run_dir / OUT_DIR
     if out.exists() and not opts.force:
         raise ExportError(f"{out} exists; give --force to replace it, or another --out")
@@ -71,14 +75,16 @@ def prepare(d: Delivered, opts: Options) -> Options:
 
 
 def _models(d: Delivered, align: int) -> dict[str, torch.nn.Module]:
-    torch.manual_seed(0)
-    models = {"dense": build_model(d.arch, num_classes=d.num_classes).eval(), "delivered": d.model}
+    with torch.random.fork_rng(devices=[]):  # the caller's (a run's) random state stays as it was
+        torch.manual_seed(0)
+        dense = build_model(d.arch, num_classes=d.num_classes).eval()  # random weights: only timed
+    models = {"dense": dense, "delivered": d.model}
     if align > 1:
         try:
-            dense, kept = expand_compact(d.model, d.arch)
+            hard, kept = expand_compact(d.model, d.arch)
         except MaskError as e:
             raise ExportError(f"--align: {e}") from None
-        models["aligned"] = build_compact(dense, d.arch, align_kept(d.arch, kept, align)).eval()
+        models["aligned"] = build_compact(hard, d.arch, align_kept(d.arch, kept, align)).eval()
     return models
 
 
