@@ -148,13 +148,16 @@ def export(d: Delivered, opts: Options, say=lambda _msg: None) -> dict:
     latency = timing.measure(models, files, backends, resolution=opts.resolution, batches=opts.batches,
                              threads=opts.threads, repeats=opts.repeats)
     latency.update(exported=exported, align=opts.align)
-    record = {**facts, "exported": exported, "spec": getattr(models[exported], "spec").to_json(),
+    record = {**facts, "exported": exported, "spec": models[exported].spec.to_json(),
               "files": checks, "latency": LATENCY, "versions": _versions(),
               "check": {"reference": "model.pt as an nn.Module, strict float32", "tolerance": check.TOLERANCE,
                         "inputs": f"{check.CHECK_BATCH} seeded N(0, 1) images of input_size"},
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{opts.out.name}-partial-", dir=opts.out.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    staged.chmod(0o777 & ~mask)  # mkdtemp's 0700 would hide the export from the user's group
     try:
         for fmt in opts.formats:
             (staged / FILES[fmt]).write_bytes(files[exported][fmt])
