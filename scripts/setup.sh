@@ -84,12 +84,12 @@ if [ "$MODE" = latest ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch build was installed on a machine without a GPU; remove .venv and re-run')"
   fi
   # ------------------------------------------------------------ 4. FFCV (pinned) and the project
-  log "installing prunerepro with FFCV and test extras (constraints: $PIP_CONSTRAINT${PINS:+, versions: $PINS})"
+  log "installing prunerepro with FFCV, export and test extras (constraints: $PIP_CONSTRAINT${PINS:+, versions: $PINS})"
   # torch is pinned to the build installed above so that no extra can replace it: the dev extra's
   # torchvision then resolves to the release made for this torch (torchvision X pins torch ==Y;
   # an unpinned resolve would upgrade torch to a CUDA build from PyPI).
   TORCH_NOW=$("$VPY" -W ignore -c "import torch; print(torch.__version__.split('+')[0])")
-  "$VPY" -m pip install -q -e ".[ffcv,dev]" "torch==$TORCH_NOW" "${PIN_ARGS[@]}" "${UPGRADE[@]}"
+  "$VPY" -m pip install -q -e ".[ffcv,dev,export]" "torch==$TORCH_NOW" "${PIN_ARGS[@]}" "${UPGRADE[@]}"
   if [ "$has_gpu" = 0 ]; then
     "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'the project install replaced the CPU torch build with a CUDA one; remove .venv and re-run')"
   fi

@@ -191,6 +191,23 @@ class LogConfig(_Section):
         check(self.every >= 1, "log.every", "must be >= 1", self.every)
 
 
+EXPORT_FORMATS = ("torchscript", "onnx")  # what repro.export writes; "all" = both
+
+
+@dataclass(frozen=True)
+class ExportConfig(_Section):
+    _prefix = "export."
+    formats: tuple[str, ...] = key((), "after training, also export the delivered model (repro.export: "
+                                       "BN folded, checked equal, timed) as torchscript | onnx | all, "
+                                       "comma-separated, into RUN_DIR/export (onnx needs the 'export' extra); "
+                                       "empty = no export", identity=False)
+
+    def validate(self):
+        for f in self.formats:
+            check(f in (*EXPORT_FORMATS, "all"), "export.formats",
+                  f"each must be one of {' | '.join(EXPORT_FORMATS)} | all", self.formats)
+
+
 @dataclass(frozen=True)
 class Config(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -199,6 +216,7 @@ class Config(_Section):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     seed: int = key(0, "seed for weights, data order and augmentation")
     device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     deterministic: bool = key(False, "deterministic kernels (bit-exact resume on CPU)")

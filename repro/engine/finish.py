@@ -106,6 +106,9 @@ def finish(s: "Session") -> dict:
     if s.is_main:
         x = s.precision.prep(next(iter(s.loaders.val.iterate()))[0])
         failure, extra = _saved_and_timed(s, delivered, x)
+        if failure is None and s.cfg.export.formats:  # opt-in; records an error, never fails the run
+            from repro.export import final_phase
+            extra["export"] = final_phase(s.run_dir, s.cfg)
     failure = dist.broadcast_object(failure)
     if failure is not None:
         raise TrainingFailed(failure)  # the checkpoint stays; result.json says failed
