@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 
+from ..choices import DATASETS
 from .errors import DataError
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         s.add_argument("--workers", type=int, default=-1, help="writer processes (default: all cores)")
     idf = sub.add_parser("identify", help="record which data set an existing conversion holds (its "
                                           "dataset.json), for .beton files written before the writer recorded it")
-    idf.add_argument("name", choices=("cifar10", "imagenet", "digits"))
+    idf.add_argument("name", choices=DATASETS)
     idf.add_argument("--out", required=True, help="the folder holding train.beton and val.beton")
     a = p.parse_args(argv)
     t0 = time.time()
