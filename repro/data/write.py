@@ -23,7 +23,7 @@ from ..choices import DATASETS
 from .errors import DataError
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m repro.data.write", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="kind", required=True)
     c = sub.add_parser("cifar10", help="from the python-pickle layout (data_batch_1..5, test_batch, batches.meta); raw 32x32")
@@ -50,7 +50,11 @@ def main(argv=None) -> int:
                                           "dataset.json), for .beton files written before the writer recorded it")
     idf.add_argument("name", choices=DATASETS)
     idf.add_argument("--out", required=True, help="the folder holding train.beton and val.beton")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     t0 = time.time()
     try:
         if a.kind == "identify":
