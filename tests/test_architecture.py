@@ -209,6 +209,18 @@ def test_rooms_import_only_downwards_and_never_what_the_table_forbids():
     assert room_violations({"repro.bench.gpu": ({"repro.engine.precision"}, set())}) == []
 
 
+def test_planning_and_building_a_table_load_no_trainer(tmp_path):
+    """runs.plan and the table builder read run folders; they must not load the training engine."""
+    code = ("import sys; from pathlib import Path; from repro.papers import load_table; "
+            "from repro.runs.plan import plan; from repro.tables import build; spec = load_table('snf_cifar'); "
+            "plan(spec, Path('R')); build(spec, 'R', 'O'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('repro.engine', 'repro.train'))))")
+    out = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and (tmp_path / "O" / "snf_cifar.md").exists(), out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_module_over_400_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}

@@ -8,8 +8,8 @@ Part of "SNF, abstract-level reimplementation" (not the authors' code; docs/pape
   from the first block it touches (``run_from``).
 * A cut is a channel mask multiplied onto the output of a conv's BatchNorm (a forward hook). That
   equals the hard-prune rule exactly: a zeroed filter with zeroed BN affine outputs exactly 0 in
-  eval mode. ``forward_copies`` runs G cuts batched: the block input repeated G times along the
-  batch dimension, each copy with its own masks.
+  eval mode. ``Chain.forward_copies`` runs G cuts batched: the block input repeated G times along
+  the batch dimension, each copy with its own masks.
 * ``bn="batch"`` (``BN_MODES``): every BatchNorm normalises each copy with that copy's own batch
   statistics (``BatchStats``), so a held-out batch must stay whole within a chunk (``chunks``).
 """

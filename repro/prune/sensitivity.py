@@ -200,9 +200,10 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     device. ``counts``: for each prunable conv, the kept counts to measure (the full width is
     implied and has rise 0). ``cache_dir``: default ``default_cache_dir()``; ``use_cache=False``
     neither reads nor writes it. ``progress``: tqdm bar (None = only on a terminal). ``max_batch``:
-    images per forward pass (default ``default_max_batch``). ``bn``: ``"eval"`` or ``"batch"`` (see
-    the module docstring). A model whose pruned filters are already zero (hard-pruned) can be
-    measured too: zero filters rank last, so counts below its kept counts cut among the kept.
+    images per forward pass (default ``cut_forward.default_max_batch``). ``bn``: ``"eval"`` or
+    ``"batch"`` (see the module docstring). A model whose pruned filters are already zero
+    (hard-pruned) can be measured too: zero filters rank last, so counts below its kept counts cut
+    among the kept.
     """
     check_bn_mode(bn)
     model = unwrap(model)
