@@ -60,6 +60,45 @@ def print_plan(p: Plan, file=None) -> None:
 
 
 # ---------------------------------------------------------------------------- command line
+def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> None:
+    """What to launch and how: everything but the cluster resources."""
+    ap.add_argument("--cluster", choices=CLUSTERS, default="auto",
+                    help="auto = slurm when `sbatch` is on PATH, else local (with --smoke: local); "
+                         "debug = in this process")
+    ap.add_argument("--root", default=None,
+                    help="folder holding the run folders, ROOT/<table>/<run name> (default runs/, "
+                         "with --smoke runs/smoke/); on a cluster, a shared file system")
+    ap.add_argument("--out", default=None,
+                    help="where the table files go (default tables/, with --smoke ROOT/tables/)")
+    ap.add_argument("--data", default=None,
+                    help="converted data set, the folder with train.beton/val.beton (default "
+                         "data/<dataset>); with --smoke, where the generated data is kept (default ROOT/data)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the same table in miniature on generated data in the real layout "
+                         "(real writer, loader, trainer, launcher); not comparable to the paper")
+    if spec is not None and spec.name in PROTOCOL_TABLES:
+        ap.add_argument("--protocol", choices=list(PROTOCOL_TABLES[spec.name]), default="paper",
+                        help="which protocol to reproduce (each has its own run folders and table): "
+                             "paper = baselines from scratch as the paper describes; official-code = "
+                             "every run starts from torchvision's released weights, as the authors' "
+                             "scripts do; torchvision-eval = those weights evaluated as the baseline, no "
+                             "baseline training (see repro/papers/sfp_table2.py)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and a GPU-hours estimate; submit nothing")
+    ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                    help="only runs whose key matches this glob (e.g. 'resnet18/*'), plus the baselines "
+                         "they start from; repeatable")
+    ap.add_argument("--retry-failed", action="store_true", help="resubmit failed runs (resuming from their checkpoint)")
+    ap.add_argument("--wait", action="store_true",
+                    help="slurm: wait for the runs and build the table here (local/debug always wait)")
+    ap.add_argument("--no-table", action="store_true", help="do not build the table after the runs")
+    ap.add_argument("--lock-wait", type=float, default=60, metavar="SECONDS",
+                    help="how long to wait while another launch of this table (same --root) is planning "
+                         "or submitting, or running its local runs (default 60); then say what it is doing "
+                         "and exit 2")
+    ap.add_argument("--local-jobs", type=int, default=2,
+                    help="local: runs at once on this machine (default 2; each after its baseline)")
+
+
 def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     what = f"{spec.title}: " if spec else ""
     ap = argparse.ArgumentParser(
@@ -102,45 +141,6 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     g.add_argument("--signal-delay", type=int, default=120,
                    help="seconds before the time limit at which the job is told to requeue")
     return ap
-
-
-def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> None:
-    """What to launch and how: everything but the cluster resources."""
-    ap.add_argument("--cluster", choices=CLUSTERS, default="auto",
-                    help="auto = slurm when `sbatch` is on PATH, else local (with --smoke: local); "
-                         "debug = in this process")
-    ap.add_argument("--root", default=None,
-                    help="folder holding the run folders, ROOT/<table>/<run name> (default runs/, "
-                         "with --smoke runs/smoke/); on a cluster, a shared file system")
-    ap.add_argument("--out", default=None,
-                    help="where the table files go (default tables/, with --smoke ROOT/tables/)")
-    ap.add_argument("--data", default=None,
-                    help="converted data set, the folder with train.beton/val.beton (default "
-                         "data/<dataset>); with --smoke, where the generated data is kept (default ROOT/data)")
-    ap.add_argument("--smoke", action="store_true",
-                    help="the same table in miniature on generated data in the real layout "
-                         "(real writer, loader, trainer, launcher); not comparable to the paper")
-    if spec is not None and spec.name in PROTOCOL_TABLES:
-        ap.add_argument("--protocol", choices=list(PROTOCOL_TABLES[spec.name]), default="paper",
-                        help="which protocol to reproduce (each has its own run folders and table): "
-                             "paper = baselines from scratch as the paper describes; official-code = "
-                             "every run starts from torchvision's released weights, as the authors' "
-                             "scripts do; torchvision-eval = those weights evaluated as the baseline, no "
-                             "baseline training (see repro/papers/sfp_table2.py)")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan and a GPU-hours estimate; submit nothing")
-    ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
-                    help="only runs whose key matches this glob (e.g. 'resnet18/*'), plus the baselines "
-                         "they start from; repeatable")
-    ap.add_argument("--retry-failed", action="store_true", help="resubmit failed runs (resuming from their checkpoint)")
-    ap.add_argument("--wait", action="store_true",
-                    help="slurm: wait for the runs and build the table here (local/debug always wait)")
-    ap.add_argument("--no-table", action="store_true", help="do not build the table after the runs")
-    ap.add_argument("--lock-wait", type=float, default=60, metavar="SECONDS",
-                    help="how long to wait while another launch of this table (same --root) is planning "
-                         "or submitting, or running its local runs (default 60); then say what it is doing "
-                         "and exit 2")
-    ap.add_argument("--local-jobs", type=int, default=2,
-                    help="local: runs at once on this machine (default 2; each after its baseline)")
 
 
 def _fill_folders(args) -> None:
