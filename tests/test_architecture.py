@@ -1,6 +1,7 @@
-"""The house rules of docs/ARCHITECTURE.md, checked on the source: no import cycle, short modules and
-functions, no pruning method named in the generic loop, recipes and paper numbers written once,
-and the table declarations shipping inside the package."""
+"""The house rules of docs/ARCHITECTURE.md, checked on the source: no import cycle, the room table's
+import rules (read from the page itself), short modules and functions, no pruning method named in
+the generic loop, recipes and paper numbers written once, and the table declarations shipping
+inside the package."""
 from __future__ import annotations
 
 import ast
