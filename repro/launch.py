@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from repro.lock import FolderLock, LockHeld, acquire_waiting, holder
-from repro.papers import PROTOCOLS, load_table
+from repro.papers import PROTOCOL_TABLES, load_table
 from repro.papers.spec import TableSpec
 from repro.runs import checks
 from repro.runs.errors import LaunchError
@@ -60,19 +60,8 @@ def print_plan(p: Plan, file=None) -> None:
 
 
 # ---------------------------------------------------------------------------- command line
-def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
-    what = f"{spec.title}: " if spec else ""
-    ap = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"{what}plan the table's runs, skip those done or queued, submit the rest with "
-                    "submitit (one array per dependency wave), then build the table with repro.tables.",
-        epilog="States in the plan: done (result.json done), running (a recorded job is pending or "
-               "running), to resume (checkpoint.pt, no live job), new, failed (shown with its reason; "
-               "resubmitted only with --retry-failed), blocked (its baseline failed).\n"
-               "One launch per table root at a time (ROOT/<table>/launch.lock; a second one waits --lock-wait "
-               "seconds, then says what the first is doing).\n"
-               "Exit codes: 0 ok, 1 a run failed (local/--wait), 2 bad input or another launch of the table "
-               "is in progress (nothing submitted).")
+def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> None:
+    """What to launch and how: everything but the cluster resources."""
     ap.add_argument("--cluster", choices=CLUSTERS, default="auto",
                     help="auto = slurm when `sbatch` is on PATH, else local (with --smoke: local); "
                          "debug = in this process")
@@ -87,8 +76,8 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true",
                     help="the same table in miniature on generated data in the real layout "
                          "(real writer, loader, trainer, launcher); not comparable to the paper")
-    if spec is not None and spec.name in PROTOCOLS:
-        ap.add_argument("--protocol", choices=list(PROTOCOLS[spec.name]), default="paper",
+    if spec is not None and spec.name in PROTOCOL_TABLES:
+        ap.add_argument("--protocol", choices=list(PROTOCOL_TABLES[spec.name]), default="paper",
                         help="which protocol to reproduce (each has its own run folders and table): "
                              "paper = baselines from scratch as the paper describes; official-code = "
                              "every run starts from torchvision's released weights, as the authors' "
@@ -108,6 +97,22 @@ def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
                          "and exit 2")
     ap.add_argument("--local-jobs", type=int, default=2,
                     help="local: runs at once on this machine (default 2; each after its baseline)")
+
+
+def build_parser(spec: TableSpec | None, prog: str) -> argparse.ArgumentParser:
+    what = f"{spec.title}: " if spec else ""
+    ap = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{what}plan the table's runs, skip those done or queued, submit the rest with "
+                    "submitit (one array per dependency wave), then build the table with repro.tables.",
+        epilog="States in the plan: done (result.json done), running (a recorded job is pending or "
+               "running), to resume (checkpoint.pt, no live job), new, failed (shown with its reason; "
+               "resubmitted only with --retry-failed), blocked (its baseline failed).\n"
+               "One launch per table root at a time (ROOT/<table>/launch.lock; a second one waits --lock-wait "
+               "seconds, then says what the first is doing).\n"
+               "Exit codes: 0 ok, 1 a run failed (local/--wait), 2 bad input or another launch of the table "
+               "is in progress (nothing submitted).")
+    _add_launch_flags(ap, spec)
     g = ap.add_argument_group("cluster resources (per run)")
     g.add_argument("--nodes", type=int, default=1, help="nodes per run (DDP across them; slurm only)")
     gpus = checks.paper_gpus(spec) if spec else None
@@ -163,11 +168,15 @@ def _staged(p: Plan, args, file) -> Plan:
     return p
 
 
-def _defaults(args, spec: TableSpec) -> Cluster:
-    """Fill the flags whose default depends on --smoke or the table; return the cluster arguments."""
+def _fill_folders(args) -> None:
+    """Fill in --root and --out, whose defaults depend on --smoke."""
+    args.root = args.root or ("runs/smoke" if args.smoke else "runs")
+    args.out = args.out or (str(Path(args.root) / "tables") if args.smoke else "tables")
+
+
+def _cluster_args(args, spec: TableSpec) -> Cluster:
+    """The cluster arguments, checked, with the defaults that depend on --smoke or the table."""
     smoke = args.smoke
-    args.root = args.root or ("runs/smoke" if smoke else "runs")
-    args.out = args.out or (str(Path(args.root) / "tables") if smoke else "tables")
     for name in ("nodes", "array_parallelism", "max_requeue"):
         if getattr(args, name) < 1:
             raise LaunchError(f"--{name.replace('_', '-')} must be >= 1")
@@ -255,18 +264,21 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     return _staged(p, args, sys.stderr), data_dir, raw_dir
 
 
-def _lock_table(spec: TableSpec, args, cluster: str) -> FolderLock:
+def _lock_table(spec: TableSpec, args, cluster: str) -> tuple[Path | None, FolderLock]:
     """One launcher per table root: planning and submitting hold ROOT/<table>/launch.lock (on this
     machine's clusters, also while the runs run: they are submitted as slots free up). A second
-    launch waits up to --lock-wait seconds, then says what the first is doing."""
+    launch waits up to --lock-wait seconds, then says what the first is doing. Returns the table
+    folder if this call created it (None otherwise; removed again if the launch leaves it empty) and
+    the lock."""
     checks.check_root(Path(args.root))
     folder = table_dir(Path(args.root), spec)
+    created = None
     if not folder.is_dir():
         folder.mkdir(parents=True)
-        args.created_table_dir = folder  # removed again if the launch leaves it empty
+        created = folder
     what = f"launch {spec.name} --cluster {cluster}{' --smoke' if args.smoke else ''}"
     try:
-        return acquire_waiting(folder / LAUNCH_LOCK, what, args.lock_wait, on_wait=lambda who: print(
+        return created, acquire_waiting(folder / LAUNCH_LOCK, what, args.lock_wait, on_wait=lambda who: print(
             f"[launch] another launch of {spec.name} holds {folder}: {who}; waiting up to "
             f"{args.lock_wait:.0f} s", file=sys.stderr))
     except LockHeld as e:
@@ -322,8 +334,9 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
                 raise LaunchError(f"--smoke runs the paper protocol only: --protocol {args.protocol} starts "
                                   "from torchvision's 1000-class ImageNet weights, which the miniature data "
                                   "cannot use")
-            spec = load_table(PROTOCOLS[spec.name][args.protocol])
-        c = _defaults(args, spec)
+            spec = load_table(PROTOCOL_TABLES[spec.name][args.protocol])
+        _fill_folders(args)
+        c = _cluster_args(args, spec)
         # --smoke is meant to run here, with no SLURM; an explicit --cluster slurm still works
         cluster = checks.resolve_cluster("local" if (args.smoke and args.cluster == "auto") else args.cluster)
         if args.nodes > 1 and cluster != "slurm":
@@ -331,7 +344,7 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         if args.dry_run:
             return _dry_run(spec, args, c)
         layout = _layout(spec, args, c)  # before anything is created or submitted
-        held = _lock_table(spec, args, cluster)
+        created, held = _lock_table(spec, args, cluster)
     except (LaunchError, DataError, ConfigError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -342,7 +355,6 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         return 130
     finally:
         held.release()
-        created = getattr(args, "created_table_dir", None)
         if created is not None and not any(created.iterdir()):
             created.rmdir()  # a launch refused before it did anything leaves no trace
 

@@ -28,8 +28,12 @@ import torch
 from repro.config import Config, ConfigError, config_hash, identity_diff, run_name
 from repro.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 
-CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID, LOCK = (
-    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt", "lock")
+CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID, LOCK, LOGS = (
+    "config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "result.json", "model.pt", "wandb_id.txt", "lock",
+    "logs")
+# prune.init_from naming a finished sibling run folder: "run:<its folder name>" (repro.engine.init
+# resolves it; the table planner writes it, so names and hashes never depend on where runs live)
+RUN_PREFIX = "run:"
 # result.json keys that must be numbers when present (the table builder computes with them)
 NUMERIC = ("val_top1", "val_top5", "val_loss", "flops_reduction", "dense_val_top1", "dense_val_top5",
            "soft_val_top1", "pruned_val_top1", "train_loss", "train_top1", "wall_s")

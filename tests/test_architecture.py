@@ -1,12 +1,14 @@
-"""The house rules of docs/ARCHITECTURE.md, checked on the source: no import cycle, short modules and
-functions, no pruning method named in the generic loop, recipes and paper numbers written once,
-and the table declarations shipping inside the package."""
+"""The house rules of docs/ARCHITECTURE.md, checked on the source: no import cycle, the room table's
+import rules (read from the page itself), short modules and functions, no pruning method named in
+the generic loop, recipes and paper numbers written once, and the table declarations shipping
+inside the package."""
 from __future__ import annotations
 
 import ast
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 
 import pytest
 
@@ -19,40 +21,47 @@ MODULES = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__
            for p in PKG.rglob("*.py")}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING" or \
-        isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"
+def _imports(tree: ast.AST):
+    """Every import statement: module level, inside functions, and type-only ones under
+    ``if TYPE_CHECKING:`` (they never run, but they are a dependency all the same)."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
-def _runtime_imports(tree: ast.AST):
-    """Every import statement that runs (module level or inside functions), not TYPE_CHECKING ones."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            stack.extend(node.orelse)
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _targets(mod: str, node) -> set[str]:
-    pkg = mod if MODULES[mod].name == "__init__.py" else mod.rpartition(".")[0]
+def _absolute(mod: str, node) -> list[str]:
+    """The dotted names an import statement of module ``mod`` reaches (relative ones resolved)."""
     if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-    else:
-        base = node.module or ""
-        if node.level:
-            parts = pkg.split(".")
-            base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
-        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
-    return {n for n in names if n in MODULES and n != mod}
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        pkg = mod if MODULES[mod].name == "__init__.py" else mod.rpartition(".")[0]
+        parts = pkg.split(".")
+        base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+    return [f"{base}.{a.name}" for a in node.names]
+
+
+def _module_of(name: str) -> str | None:
+    """The project module a dotted name is (``repro.x.y``) or lives in (``repro.x.y.attr``)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def module_imports(mod: str, source: str) -> tuple[set[str], set[str]]:
+    """(project modules, top-level third-party packages) that ``mod``'s ``source`` imports."""
+    project, external = set(), set()
+    for node in _imports(ast.parse(source)):
+        for name in _absolute(mod, node):
+            target = _module_of(name)
+            if target is not None:
+                if target != mod:
+                    project.add(target)
+            elif not name.startswith("repro."):
+                external.add(name.split(".")[0])
+    return project, external
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {m: set().union(*[_targets(m, n) for n in _runtime_imports(ast.parse(p.read_text()))] or [set()])
-            for m, p in MODULES.items()}
+    return {m: module_imports(m, p.read_text())[0] for m, p in MODULES.items()}
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -97,30 +106,120 @@ def test_the_cycle_finder_finds_cycles():
 
 
 def test_the_graph_sees_real_edges():
-    """The cycle test above can only fail if edges are found: relative, absolute and function-level
-    imports all count; TYPE_CHECKING imports do not (they never run)."""
+    """The cycle test above can only fail if edges are found: relative, absolute, function-level
+    and type-only imports all count."""
     graph = import_graph()
     assert "repro.engine.loop" in graph["repro.train"]            # absolute, module level
     assert "repro.engine.checkpoint" in graph["repro.engine.loop"]  # relative "from . import"
     assert "repro.engine.finish" in graph["repro.engine.loop"]     # inside a function
-    assert "repro.engine.loop" not in graph["repro.engine.finish"]  # TYPE_CHECKING only
+    type_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .loop import Session\n"
+    assert module_imports("repro.engine.finish", type_only) == ({"repro.engine.loop"}, {"typing"})
+    assert module_imports("repro.papers.spec", "import torch.nn\nfrom repro.papers.recipes import CIFAR\n") == \
+        ({"repro.papers.recipes"}, {"torch"})
 
 
-def test_layers_import_only_downwards():
-    graph = import_graph()
-    never = {"repro.prune": ("repro.rundir", "repro.config", "repro.engine", "repro.runs"),
-             "repro.engine": ("repro.runs", "repro.launch", "repro.tables", "repro.report"),
-             "repro.runs": ("repro.launch", "repro.tables", "repro.report"),
-             "repro.papers": ("repro.config", "repro.engine", "repro.runs", "repro.report", "torch"),
-             # export stands beside bench: the engine's final phase calls it, it uses engine.exact only
-             "repro.export": ("repro.engine.loop", "repro.engine.finish", "repro.runs", "repro.launch",
-                              "repro.tables", "repro.report"),
-             "repro.io": ("repro.",)}
-    for mod, targets in graph.items():
-        for layer, banned in never.items():
-            if mod == layer or mod.startswith(layer + "."):
-                bad = [t for t in targets if any(t == b or t.startswith(b.rstrip(".") + ".") for b in banned)]
-                assert not bad, f"{mod} imports {bad}"
+# ---------------------------------------------------------------------------- the rooms
+@dataclass(frozen=True)
+class Room:
+    prefixes: tuple[str, ...]   # the modules of the room: these and everything under them
+    order: int                  # its row in the table (a room imports only from rows before it)
+    never: tuple[str, ...]      # module prefixes (or third-party packages) it must never import
+    unless: tuple[str, ...]     # exceptions to ``never``
+
+
+def _names(cell: str) -> list[str]:
+    return [n.strip().strip("`") for n in re.split(r"[,;]", re.sub(r"\([^)]*\)", "", cell)) if n.strip()]
+
+
+def read_rooms(text: str) -> list[Room]:
+    """The room table of docs/ARCHITECTURE.md: the rows in order, and the "must never import" column
+    (room names, ``torch``, "anything of the project", "every row after it", "X except Y")."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.split("## The rooms")[1].split("\n## ")[0].splitlines() if line.startswith("| `")]
+    assert rows and all(len(r) == 4 for r in rows), rows
+    prefixes = [tuple("repro." + p.strip("/").removeprefix("repro/").removesuffix(".py").replace("/", ".")
+                      for p in _names(r[0]) if p.startswith("repro/")) for r in rows]
+    rooms = []
+    for i, (row, own) in enumerate(zip(rows, prefixes)):
+        never, unless = [], []
+        for name in _names(row[3]):
+            if name == "anything of the project":
+                never.append("repro")
+            elif name == "every row after it":
+                never += [p for later in prefixes[i + 1:] for p in later]
+            elif name not in ("—", ""):
+                banned, _, allowed = name.partition(" except ")
+                never.append(banned if banned == "torch" else "repro." + banned.strip("`"))
+                unless += ["repro." + a.strip().strip("`") for a in allowed.split(" and ") if a.strip()]
+        if own:
+            rooms.append(Room(own, i, tuple(never), tuple(unless)))
+    return rooms
+
+
+ROOMS = read_rooms((REPO / "docs" / "ARCHITECTURE.md").read_text())
+
+
+def _within(mod: str, prefix: str) -> bool:
+    return mod == prefix or mod.startswith(prefix + ".")
+
+
+def room_of(mod: str) -> Room | None:
+    return next((r for r in ROOMS if any(_within(mod, p) for p in r.prefixes)), None)
+
+
+def room_violations(edges: dict[str, tuple[set[str], set[str]]]) -> list[str]:
+    """Every import that breaks the table: from a row listed after the importer's, or one its
+    "must never import" column names."""
+    bad = []
+    for mod, (project, external) in edges.items():
+        room = room_of(mod)
+        for target in sorted(project):
+            there = room_of(target)
+            if there is not None and there.order > room.order:
+                bad.append(f"{mod} imports {target}, a room listed after its own")
+        for target in sorted(project | external):
+            if any(_within(target, n) for n in room.never) and not any(_within(target, u) for u in room.unless):
+                bad.append(f"{mod} imports {target}, which its room must never import")
+    return bad
+
+
+def test_every_module_has_a_room():
+    assert [m for m in MODULES if m != "repro" and room_of(m) is None] == []
+
+
+def test_the_room_table_is_read():
+    """The table gives the rooms in order and their rules (so the test below checks something)."""
+    order = [r.prefixes for r in ROOMS]
+    assert order[0] == ("repro.io",) and order[-1] == ("repro.bench",) and len(order) >= 18
+    rules = {r.prefixes[0]: r for r in ROOMS}
+    assert rules["repro.io"].never == ("repro",)
+    assert "torch" in rules["repro.papers"].never and "repro.engine" in rules["repro.papers"].never
+    assert "repro.bench" in rules["repro.models"].never          # "every row after it"
+    assert rules["repro.bench"].unless == ("repro.engine.precision",)
+
+
+def test_rooms_import_only_downwards_and_never_what_the_table_forbids():
+    edges = {m: module_imports(m, p.read_text()) for m, p in MODULES.items() if m != "repro"}
+    assert room_violations(edges) == []
+    # the check sees an upward import, and a forbidden one, when there is one
+    assert room_violations({"repro.engine.latency": ({"repro.bench.latency"}, set())}) == [
+        "repro.engine.latency imports repro.bench.latency, a room listed after its own",
+        "repro.engine.latency imports repro.bench.latency, which its room must never import"]
+    assert room_violations({"repro.papers.spec": (set(), {"torch"})}) == [
+        "repro.papers.spec imports torch, which its room must never import"]
+    assert room_violations({"repro.bench.gpu": ({"repro.engine.precision"}, set())}) == []
+
+
+def test_planning_and_building_a_table_load_no_trainer(tmp_path):
+    """runs.plan and the table builder read run folders; they must not load the training engine."""
+    code = ("import sys; from pathlib import Path; from repro.papers import load_table; "
+            "from repro.runs.plan import plan; from repro.tables import build; spec = load_table('snf_cifar'); "
+            "plan(spec, Path('R')); build(spec, 'R', 'O'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('repro.engine', 'repro.train'))))")
+    out = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and (tmp_path / "O" / "snf_cifar.md").exists(), out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_no_module_over_400_lines():
@@ -128,15 +227,15 @@ def test_no_module_over_400_lines():
     assert long == {}
 
 
-def test_no_function_over_60_lines_in_engine_runs_and_export():
+def test_no_function_over_60_lines():
+    """From its ``def`` line to its last line, decorators aside."""
     long = {}
     for m, p in MODULES.items():
-        if m.startswith(("repro.engine", "repro.runs", "repro.export")):
-            for node in ast.walk(ast.parse(p.read_text())):
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    n = node.end_lineno - node.lineno + 1
-                    if n > 60:
-                        long[f"{m}.{node.name}"] = n
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long[f"{m}.{node.name}"] = n
     assert long == {}
 
 

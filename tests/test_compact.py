@@ -8,7 +8,7 @@ import torch
 
 from repro.demos import compact as compact_cli
 from repro import flops
-from repro.bench.latency import PIPELINES, demo, fold_bn, prepare, randomize_bn_
+from repro.demos.compact import PIPELINES, demo, fold_bn, prepare, randomize_bn_
 from repro.models import ARCHS, arch_info, build_model
 from repro.models.graph import prunable_convs
 from repro.prune import (MaskError, SoftFilterPruner, align_kept, build_compact, hard_prune, load_compact,

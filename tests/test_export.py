@@ -19,7 +19,7 @@ import torch
 from repro import rundir
 from repro.config import Config
 from repro.data.stats import STATS
-from repro.engine.exact import TOLERANCE
+from repro.prune.exact import TOLERANCE
 from repro.export import ExportRefused, deployed_speedup, graphs, read_run
 from repro.export.check import check_inputs, relative_difference
 from repro.export.make import FILES, _checked
@@ -195,7 +195,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, tmp_path):
 def test_a_compact_model_expands_back_and_aligns_exactly(arch, res):
     """prune.expand: compact -> (hard-pruned dense, kept) -> build_compact gives the same function,
     also with the kept indices aligned to 8 (random BN statistics: a lost BN(0) constant would show)."""
-    from repro.bench.latency import demo
+    from repro.demos.compact import demo
     from repro.prune.compact import align_kept, build_compact
     from repro.prune.expand import expand_compact
     d = demo(arch, 0.3)

@@ -8,7 +8,7 @@ import pytest
 
 from repro import launch
 from repro.config import Config
-from repro.papers import PROTOCOLS, load_table
+from repro.papers import PROTOCOL_TABLES, load_table
 from repro.runs.plan import plan
 from repro.train import run
 
@@ -18,7 +18,7 @@ from test_train import TINY
 
 def test_the_protocols_never_share_a_run_folder(tmp_path):
     folders = {}
-    for protocol, name in PROTOCOLS["table2"].items():
+    for protocol, name in PROTOCOL_TABLES["table2"].items():
         p = plan(load_table(name), tmp_path)
         folders[protocol] = {pl.run_dir for pl in p.runs}
         assert all(pl.run_dir.parent == tmp_path / name for pl in p.runs)
@@ -34,7 +34,7 @@ def test_the_protocols_never_share_a_run_folder(tmp_path):
 
 
 def test_dry_run_of_each_protocol_plans_with_gpu_hours(tmp_path, capsys):
-    for protocol, name in PROTOCOLS["table2"].items():
+    for protocol, name in PROTOCOL_TABLES["table2"].items():
         assert launch.main("table2", ["--dry-run", "--protocol", protocol, "--root", str(tmp_path)]) == 0
         out = capsys.readouterr().out
         n = len(load_table(name).runs())
@@ -69,7 +69,7 @@ def test_readme_states_each_protocols_estimate(tmp_path):
     """The README's day-one table quotes the launcher's estimate; it must be the estimate."""
     import re
     readme = (REPO / "README.md").read_text()
-    for protocol, name in PROTOCOLS["table2"].items():
+    for protocol, name in PROTOCOL_TABLES["table2"].items():
         line = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{protocol}`"))
         quoted = float(re.search(r"\| ([\d.]+) GPU-h \|$", line).group(1))
         assert quoted == round(sum(pl.gpu_hours for pl in plan(load_table(name), tmp_path).runs), 1), protocol

@@ -9,7 +9,7 @@ from repro.models import UnknownArchError, build_model, kept_filters
 from repro.models.graph import prunable_convs
 from repro.models.spec import SpecError
 from repro.prune import CRITERIA, CriterionError, MaskError, SoftFilterPruner, hard_prune, select_kept
-from repro.bench.latency import randomize_bn_
+from repro.demos.compact import randomize_bn_
 
 
 

@@ -197,30 +197,13 @@ def process_group(device_kind: str) -> dict:
                 os.environ[k] = v
 
 
-def _time_interleaved(runs: dict, device: torch.device, amp, rounds: int, iters: int) -> dict[str, float]:
-    """Median seconds per forward of each (fn, x), rounds interleaved so load hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    names = list(runs)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
-        for r in range(rounds + 1):  # round 0 warms up (cuDNN picks its kernels)
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                fn, x = runs[name]
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    fn(x)
-                _sync(device)
-                if r:
-                    times[name].append((time.perf_counter() - t0) / iters)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def compact(z: Sizes, device: torch.device, amp) -> dict:
     """The delivered compact ResNet-50 at 40%: fp32 exactness and latency speed-up."""
-    from repro.bench.latency import demo, prepare
+    from repro.demos.compact import demo, prepare
     from repro.engine.precision import exact_float32
     from repro.flops import count
     from repro.prune.compact import align_kept, build_compact
+    from repro.timing import time_interleaved
     d = demo("resnet50", 0.4)
     aligned = build_compact(d.hard, "resnet50", align_kept("resnet50", d.kept, 8)).eval()
     g = torch.Generator().manual_seed(1)
@@ -233,7 +216,10 @@ def compact(z: Sizes, device: torch.device, amp) -> dict:
     torch.backends.cudnn.benchmark = True
     xl = torch.randn(z.latency_batch, 3, z.latency_res, z.latency_res, generator=g).to(device)
     runs = {name: prepare(m, xl, "eager") for name, m in (("dense", hard), ("compact", comp), ("aligned", aligned))}
-    t = _time_interleaved(runs, device, amp, z.latency_rounds, z.latency_iters)
+    with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
+        # round 0 warms up (cuDNN picks its kernels)
+        times = time_interleaved(runs, z.latency_rounds, warmup=1, sync=lambda: _sync(device), iters=z.latency_iters)
+    t = {name: statistics.median(v) for name, v in times.items()}
     theory = count(d.hard, z.latency_res).conv_macs / count(d.compact, z.latency_res).conv_macs
     return {"rel_diff_fp32": rel, "rel_diff_fp32_aligned": rel_aligned, "dense_ms": t["dense"] * 1e3,
             "compact_ms": t["compact"] * 1e3, "aligned_ms": t["aligned"] * 1e3,

@@ -1,5 +1,5 @@
 """Wall time of SNF's sensitivity sweep: 1,024-image forward chunks (the previous fixed setting)
-against the CPU default (``sensitivity.default_max_batch``), on the same model and images.
+against the CPU default (``cut_forward.default_max_batch``), on the same model and images.
 
     python -m repro.bench.sensitivity_speed [--arch resnet56] [--images 180] [--repeats 3]
         [--threads 1] [--bn eval] [--max-batch 1024 64]

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from repro.choices import CRITERIA, DATASETS, LOADERS, PRUNE_METHODS, SNF_VARIANTS
 from repro.papers.recipes import CIFAR, IMAGENET, PRESETS, PRETRAINED_LR_SCALE
 
 from .keys import ConfigError, _Section, check, flatten, iter_keys, key, parse_value
@@ -34,18 +35,15 @@ class ModelConfig(_Section):
         check(self.num_classes >= 0, "model.num_classes", "must be >= 0", self.num_classes)
 
 
-DATASETS = ("cifar10", "imagenet", "digits")
-
-
 @dataclass(frozen=True)
 class DataConfig(_Section):
     _prefix = "data."
-    name: str = key("digits", "cifar10 | imagenet | digits", choices=DATASETS)
+    name: str = key("digits", " | ".join(DATASETS), choices=DATASETS)
     path: str = key("", "raw data set in its real on-disk layout (CIFAR-10 python pickles dir; "
                         "ImageNet root holding train/ and val/); unused for digits", identity=False)
     ffcv_dir: str = key("", "folder with train.beton and val.beton (python -m repro.data.write ...)",
                         identity=False)
-    loader: str = key("ffcv", "ffcv | plain (torch DataLoader over the raw layout)", choices=("ffcv", "plain"))
+    loader: str = key("ffcv", f"{' | '.join(LOADERS)} (torch DataLoader over the raw layout)", choices=LOADERS)
     batch_size: int = key(CIFAR["data.batch_size"], "global batch size, split evenly over ranks")
     workers: int = key(-1, "loader workers per rank: FFCV threads / DataLoader processes; -1 = auto, "
                            "the CPUs this task has (affinity, SLURM_CPUS_PER_TASK; minus one for the "
@@ -122,18 +120,12 @@ class ScheduleConfig(_Section):
         return peak * scale * self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
-PRUNE_METHODS = ("none", "sfp", "snf")
-# repro.prune.snf_variants.VARIANTS, named here because config sits below prune (a test keeps the
-# two equal), the default first. docs/snf_search.md compares them all.
-SNF_VARIANTS = ("rise-bn", "rise", "stage", "weights")
-
-
 @dataclass(frozen=True)
 class PruneConfig(_Section):
     _prefix = "prune."
-    method: str = key("none", "none | sfp | snf", choices=PRUNE_METHODS)
+    method: str = key("none", " | ".join(PRUNE_METHODS), choices=PRUNE_METHODS)
     rate: float = key(0.0, "SFP: fraction of filters zeroed per layer, in [0, 1)")
-    criterion: str = key("l2", "filter importance: l2 | l1 | random", choices=("l2", "l1", "random"))
+    criterion: str = key("l2", f"filter importance: {' | '.join(CRITERIA)}", choices=CRITERIA)
     init_from: str = key("", "checkpoint or run folder of a trained baseline to start from "
                              "('' = from scratch); SNF requires one. Also a torchvision state dict "
                              "for the ImageNet archs")

@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import DATASETS, LOADERS
 from .cpus import resolve_workers, task_cpus
 from .stage import stage
 from .errors import DataError
 from .stats import STATS
 
 log = logging.getLogger(__name__)
-
-NAMES = ("cifar10", "imagenet", "digits")
-LOADERS = ("ffcv", "plain")
 
 
 @dataclass
@@ -38,8 +36,8 @@ def _write_cmd(cfg) -> str:
 
 def _check_cfg(cfg) -> None:
     # DataConfig validates these already; repeated for configs built some other way.
-    if cfg.name not in NAMES:
-        raise DataError(f"data.name='{cfg.name}' is not one of {', '.join(NAMES)}")
+    if cfg.name not in DATASETS:
+        raise DataError(f"data.name='{cfg.name}' is not one of {', '.join(DATASETS)}")
     if cfg.loader not in LOADERS:
         raise DataError(f"data.loader='{cfg.loader}' is not one of {', '.join(LOADERS)}")
     if cfg.batch_size < 1 or cfg.workers < -1:

@@ -19,10 +19,11 @@ import argparse
 import sys
 import time
 
+from ..choices import DATASETS
 from .errors import DataError
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m repro.data.write", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="kind", required=True)
     c = sub.add_parser("cifar10", help="from the python-pickle layout (data_batch_1..5, test_batch, batches.meta); raw 32x32")
@@ -47,9 +48,13 @@ def main(argv=None) -> int:
         s.add_argument("--workers", type=int, default=-1, help="writer processes (default: all cores)")
     idf = sub.add_parser("identify", help="record which data set an existing conversion holds (its "
                                           "dataset.json), for .beton files written before the writer recorded it")
-    idf.add_argument("name", choices=("cifar10", "imagenet", "digits"))
+    idf.add_argument("name", choices=DATASETS)
     idf.add_argument("--out", required=True, help="the folder holding train.beton and val.beton")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     t0 = time.time()
     try:
         if a.kind == "identify":

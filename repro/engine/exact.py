@@ -7,46 +7,19 @@ the same function are compared on one validation batch in strict float32.
 * Every run: the delivered model as written to model.pt and read back vs the model that was
   evaluated (``finish.py``): what a user loads is what the table reports.
 
-The figure is relative, max |Δ| / max |reference output|, so one tolerance serves a 10-class CIFAR
-head and a 1000-class ImageNet head alike. Strict float32: autocast off and TF32 off (cuDNN convs
-and matmuls), restored afterwards, on any device: TF32's 10-bit mantissa alone would be ~1e-3.
+The comparison itself (strict float32, the relative figure, TOLERANCE) is ``repro.prune.exact``;
+here: the collective decision and the one-line failure.
 """
 from __future__ import annotations
-
-import contextlib
-import math
 
 import torch
 from torch import nn
 
 from repro import dist
 
+from repro.prune.exact import TOLERANCE, compare, strict_float32  # noqa: F401 - re-exported
+
 from .errors import TrainingFailed
-from .precision import exact_float32
-
-TOLERANCE = 1e-4  # relative; float32 reorderings of the same sums stay near 1e-6
-
-
-@contextlib.contextmanager
-def strict_float32(device: torch.device):
-    """float32 maths only: no autocast, no TF32 (``precision.exact_float32``); the previous
-    settings come back afterwards."""
-    with exact_float32(), torch.autocast(device.type, enabled=False):
-        yield
-
-
-@torch.no_grad()
-def compare(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(max |Δ|, max |Δ| / max |reference output|) of the two models' outputs on ``x``, both in
-    eval mode and strict float32. Non-finite outputs give inf."""
-    with strict_float32(x.device):
-        a = reference.eval()(x.float()).float()
-        b = model.eval()(x.float()).float()
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        return math.inf, math.inf
-    diff, scale = (a - b).abs().max().item(), a.abs().max().item()
-    return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
-
 
 def failure(what: str, diff: float, rel: float) -> str | None:
     """The one-line reason a comparison fails the run, or None within TOLERANCE."""

@@ -26,8 +26,6 @@ from repro.models import torchvision_weights as tv
 
 from .checkpoint import FORMAT as CKPT_FORMAT
 
-RUN_PREFIX = "run:"
-
 
 def resolve(init_from: str, run_dir: Path) -> Path:
     """The file or folder ``init_from`` names for the run in ``run_dir``."""
@@ -36,8 +34,8 @@ def resolve(init_from: str, run_dir: Path) -> Path:
             return tv.resolve(init_from)
         except tv.WeightsError as e:
             raise ConfigError(f"prune.init_from: {e}") from None
-    if init_from.startswith(RUN_PREFIX):
-        name = init_from[len(RUN_PREFIX):]
+    if init_from.startswith(rundir.RUN_PREFIX):
+        name = init_from[len(rundir.RUN_PREFIX):]
         if not name or "/" in name or name in (".", ".."):
             raise ConfigError(f"prune.init_from: {init_from!r} must be run:<run folder name> (a sibling folder)")
         return Path(run_dir).parent / name

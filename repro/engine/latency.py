@@ -3,7 +3,7 @@ architecture and head, on the run's own device: result.json ``latency`` (docs/AR
 
 GPU: batch 64 in the autocast dtype the run trained with, channels_last; CPU: batch 8 at the
 threads this process has. The two models run interleaved (dense then delivered, delivered then
-dense, ...; ``repro.bench.latency.time_interleaved``), so load from other processes hits both
+dense, ...; ``repro.timing.time_interleaved``), so load from other processes hits both
 alike, and the medians over the rounds are recorded. The dense model has fresh random weights
 (time does not depend on the values); both run as they are delivered (eval mode, BN not folded),
 so the ratio compares the architectures. The theoretical speed-up is result.json's
@@ -17,8 +17,8 @@ import statistics
 import torch
 from torch import nn
 
-from repro.bench.latency import time_interleaved
 from repro.models import build_model
+from repro.timing import time_interleaved
 
 from .precision import Precision
 

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from repro.rundir import LOGS
+
 log = logging.getLogger("repro.engine")
 
 
@@ -13,9 +15,9 @@ class RunLogging:
     def __init__(self, run_dir: Path, rank: int):
         self.logger = logging.getLogger("repro")
         self.logger.setLevel(logging.INFO)
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (run_dir / LOGS).mkdir(parents=True, exist_ok=True)
         fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-        self.handlers = [logging.FileHandler(run_dir / "logs" / f"rank{rank}.log")]
+        self.handlers = [logging.FileHandler(run_dir / LOGS / f"rank{rank}.log")]
         if rank == 0:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:

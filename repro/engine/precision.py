@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from repro.config import Config
+from repro.prune.exact import exact_float32  # noqa: F401 - the training loop's fp32 evaluation uses it
 
 
 def amp_dtype_for(bf16_native: bool) -> torch.dtype:
@@ -64,20 +65,3 @@ class Precision:
     def delivered_name(self) -> str:
         """What the delivered (float32) model runs in under this precision's autocast."""
         return str(self.amp_dtype or torch.float32).removeprefix("torch.")
-
-
-@contextlib.contextmanager
-def exact_float32():
-    """Float32 that is float32: no TF32 in cuDNN convolutions and cuBLAS matmuls (torch allows TF32
-    for convolutions by default, a 10-bit mantissa), float32 matmul precision "highest" (no
-    reduced-precision matmuls on any backend). For the delivered model's reported accuracy and for
-    exactness checks; restored afterwards."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-             torch.get_float32_matmul_precision())
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
-        torch.set_float32_matmul_precision(saved[2])

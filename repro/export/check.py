@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from repro.engine.exact import TOLERANCE, strict_float32
+from repro.prune.exact import TOLERANCE, strict_float32
 
 CHECK_BATCH, CHECK_SEED = 4, 0
 

@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import nn
 
-from repro.bench.latency import fold_bn
+from repro.models.fold import fold_bn
 from repro.models import DENSE
 from repro.models.common import StreamStart, StreamWrite
 from repro.models.graph import streams
@@ -46,7 +46,7 @@ def require(formats: tuple[str, ...]) -> None:
 
 
 def folded(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with every BatchNorm folded into its conv (``bench.latency.fold_bn``)."""
+    """An eval-mode copy with every BatchNorm folded into its conv (``models.fold.fold_bn``)."""
     return fold_bn(model).eval()
 
 

@@ -17,7 +17,7 @@ import statistics
 import numpy as np
 import torch
 
-from repro.bench.latency import time_interleaved
+from repro.timing import time_interleaved
 from repro.flops import count
 
 from . import graphs

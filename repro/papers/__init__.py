@@ -14,8 +14,8 @@ from .spec import TableSpec
 TABLES = {"table1": ("sfp_table1", "TABLE"), "table2": ("sfp_table2", "TABLE"),
           "table2_official": ("sfp_table2", "OFFICIAL"), "table2_tveval": ("sfp_table2", "TVEVAL"),
           "snf_cifar": ("snf_cifar", "TABLE")}
-# a table declared under several protocols: launch/<name>.py --protocol P picks the table
-PROTOCOLS = {"table2": {"paper": "table2", "official-code": "table2_official",
+# a table declared under several protocols: launch/<name>.py --protocol P picks the table of protocol P
+PROTOCOL_TABLES = {"table2": {"paper": "table2", "official-code": "table2_official",
                         "torchvision-eval": "table2_tveval"}}
 
 

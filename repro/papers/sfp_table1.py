@@ -73,7 +73,7 @@ def rows() -> tuple[Row, ...]:
                            {"model.arch": arch, "prune.method": "sfp", "prune.rate": rate},
                            paper={"top1": paper(top1, std, source=source, caveat=caveat),
                                   "top1_drop": _drop(arch, rate, pretrained, top1, source)},
-                           baseline=base, init_from=base if pretrained else None, prune_rate=rate,
+                           baseline=base, init_from=base if pretrained else None,
                            flops_paper=paper(flops, source=source)))
     return tuple(out)
 

@@ -16,7 +16,7 @@ Three protocols, each its own table (own run folders, own names and hashes):
 
 Entry point: ``python launch/table2.py [--protocol P]`` (or ``python -m repro.launch table2``).
 """
-from repro.papers import recipes
+from repro.papers import PROTOCOL_TABLES, recipes
 from repro.papers.spec import Row, TableSpec, paper, unconfirmed
 
 BASE = recipes.IMAGENET
@@ -86,11 +86,11 @@ def _r101() -> dict:
 # scratch row), the pre-trained row (``None``: it starts from the baseline row's run, as in the paper).
 TORCHVISION = "torchvision:{arch}"
 FULL_LR = {"prune.init_lr_scale": 1.0}  # the official scripts' lr 0.1 from torchvision's weights
-PROTOCOLS = {
-    "paper": ("table2", {}, {}, None),
-    "official-code": ("table2_official", {"prune.init_from": TORCHVISION, **FULL_LR},
+PROTOCOL_OVERRIDES = {
+    "paper": ({}, {}, None),
+    "official-code": ({"prune.init_from": TORCHVISION, **FULL_LR},
                       {"prune.init_from": TORCHVISION, **FULL_LR}, {"prune.init_from": TORCHVISION}),
-    "torchvision-eval": ("table2_tveval", {"prune.init_from": TORCHVISION, "schedule.epochs": 0}, None, None),
+    "torchvision-eval": ({"prune.init_from": TORCHVISION, "schedule.epochs": 0}, None, None),
 }
 VARIANT_NAMES = {"paper": ("baseline", "SFP 30% scratch", "SFP 30% pre-trained"),
                  "official-code": ("baseline (torchvision + 100 ep)", "SFP 30% from torchvision, lr 0.1",
@@ -104,7 +104,7 @@ def _with_arch(extra: dict, arch: str) -> dict:
 
 
 def rows(protocol: str = "paper") -> tuple[Row, ...]:
-    _name, base_x, scratch_x, pre_x = PROTOCOLS[protocol]
+    base_x, scratch_x, pre_x = PROTOCOL_OVERRIDES[protocol]
     v_base, v_scratch, v_pre = VARIANT_NAMES[protocol]
     out = []
     for arch, (b1, b5, bsrc) in BASELINES.items():
@@ -119,7 +119,7 @@ def rows(protocol: str = "paper") -> tuple[Row, ...]:
             scratch, flops = _r101(), paper(R101_FLOPS, source=SB)
         if scratch_x is not None:
             out.append(Row(f"{arch}/sfp-scratch", model, v_scratch, {**sfp, **_with_arch(scratch_x, arch)},
-                           paper=scratch, baseline=base, prune_rate=RATE, flops_paper=flops))
+                           paper=scratch, baseline=base, flops_paper=flops))
         if arch == "resnet50":
             pre, pre_flops = _pruned(R50_PRETRAINED, FPGM, R50_CAVEAT), paper(R50_PRETRAINED[4], source=FPGM)
         elif arch == "resnet101":
@@ -128,7 +128,7 @@ def rows(protocol: str = "paper") -> tuple[Row, ...]:
             pre = {m: unconfirmed(NO_SOURCE) for m in ("top1", "top5", "top1_drop", "top5_drop")}
             pre_flops = unconfirmed(NO_SOURCE)
         out.append(Row(f"{arch}/sfp-pretrained", model, v_pre, {**sfp, **_with_arch(pre_x or {}, arch)},
-                       paper=pre, baseline=base, init_from=None if pre_x else base, prune_rate=RATE,
+                       paper=pre, baseline=base, init_from=None if pre_x else base,
                        flops_paper=pre_flops))
     return tuple(out)
 
@@ -147,9 +147,8 @@ PROTOCOL_NOTES = {
 
 
 def table(protocol: str = "paper") -> TableSpec:
-    name = PROTOCOLS[protocol][0]
     return TableSpec(
-        name=name,
+        name=PROTOCOL_TABLES["table2"][protocol],
         title=f"SFP, ImageNet (ResNet-18/34/50/101, 30% of filters per layer), protocol: {protocol}",
         source="He et al., Soft Filter Pruning, IJCAI 2018, Table 2 (values as reprinted or transcribed; see sources)",
         dataset="imagenet",

@@ -32,7 +32,7 @@ def rows() -> tuple[Row, ...]:
                        {"model.arch": arch, **FINETUNE, "prune.flops_reduction": target},
                        paper={"top1": unconfirmed(ABSTRACT_ONLY, source=SOURCE),
                               "top1_drop": paper(drop, note="abstract", source=SOURCE)},
-                       baseline=base, init_from=base, flops_target=target,
+                       baseline=base, init_from=base,
                        flops_paper=paper(target, note="abstract", source=SOURCE),
                        # the sensitivity search is one forward pass per (conv, grid count): keep it small
                        smoke={"prune.finetune_epochs": 1, "schedule.milestones": (), "prune.search_batches": 1,

@@ -77,8 +77,9 @@ class Row:
     baseline:  key of the row the drops are measured against (None for a baseline row).
     init_from: key of the row whose run with the SAME seed is this row's starting checkpoint
                (SFP from a pre-trained baseline, SNF); the launcher adds a SLURM dependency on it.
-    flops_target: SNF rows: the FLOPs reduction (percent) the search must reach.
     smoke:     overrides for --smoke that only this row takes (e.g. SNF's fine-tuning epochs).
+    The prune rate and the FLOPs target are read from ``overrides`` (the config the runs train
+    with), so the report and the runs cannot disagree on them.
     """
     key: str
     model: str
@@ -87,14 +88,22 @@ class Row:
     paper: Mapping[str, PaperValue] = field(default_factory=dict)
     baseline: str | None = None
     init_from: str | None = None
-    prune_rate: float = 0.0
-    flops_target: float | None = None
     flops_paper: PaperValue | None = None
     smoke: Mapping[str, Any] = field(default_factory=dict)  # this row's own --smoke overrides
 
     @property
     def arch(self) -> str:
         return self.overrides["model.arch"]
+
+    @property
+    def prune_rate(self) -> float:
+        """SFP rows: the fraction of filters pruned per layer (``prune.rate``); 0 otherwise."""
+        return self.overrides.get("prune.rate", 0.0)
+
+    @property
+    def flops_target(self) -> float | None:
+        """SNF rows: the FLOPs reduction in percent the search must reach (``prune.flops_reduction``)."""
+        return self.overrides.get("prune.flops_reduction")
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ class TableSpec:
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
     smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
-    protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOLS)
+    protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOL_TABLES)
     paper_runs: int | None = None
 
     def __post_init__(self):

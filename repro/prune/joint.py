@@ -5,9 +5,10 @@ Part of "SNF, abstract-level reimplementation" (not the authors' code; docs/pape
 ``sensitivity.measure`` cuts one conv at a time, so a search built on it assumes the damages of
 single cuts add up. ``measure_cuts`` measures given combinations directly: each cut is a table
 ``{conv: kept}`` applied together by the hard-prune rule (the same BN-output masks as
-``sensitivity.measure``, top-``kept`` filters by the criterion). The machinery is the same: block
-inputs are computed once and carried forward, a cut starts at the first block it touches, and the
-cuts that start there run batched as copies of that block's input, each with its own masks.
+``sensitivity.measure``, top-``kept`` filters by the criterion), through the same forward
+(``cut_forward``): block inputs are computed once and carried forward, a cut starts at the first
+block it touches, and the cuts that start there run batched as copies of that block's input, each
+with its own masks.
 Not cached: the callers (search variants) measure few combinations, or new ones each step.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..models.graph import prunable_convs
 from .criteria import get_criterion
-from .sensitivity import BN_MODES, _BatchStats, _run, _segments, chunks, default_max_batch
+from .cut_forward import Chain, check_bn_mode, copy_sums, count_images, cut_chain, ranking, run_from
 from .sfp import prunable_modules, unwrap
 
 
@@ -42,8 +43,7 @@ def measure_cuts(model: nn.Module, arch: str, batches: Sequence[tuple[torch.Tens
                  cuts: Sequence[Mapping[str, int]], *, criterion: str = "l2", bn: str = "eval",
                  max_batch: int | None = None) -> CutScores:
     """Held-out loss and top-1 of ``model`` under each cut (see the module docstring)."""
-    if bn not in BN_MODES:
-        raise ValueError(f"bn must be one of {sorted(BN_MODES)}, got {bn!r}")
+    check_bn_mode(bn)
     model = unwrap(model)
     convs = prunable_modules(model, arch)
     layers = {c.name: c for c in prunable_convs(arch)}
@@ -53,70 +53,56 @@ def measure_cuts(model: nn.Module, arch: str, batches: Sequence[tuple[torch.Tens
                 raise ValueError(f"bad cut {name}={k} for {arch}")
     device = next(model.parameters()).device
     held = [(x.to(device), y.to(device)) for x, y in batches]
-    n_images = sum(int(y.numel()) for _, y in held)
-    max_batch = max_batch or default_max_batch(device)
+    n_images = count_images(held)
     score = get_criterion(criterion)
-    ranking = {n: torch.sort(score(c.weight).float().cpu(), descending=True, stable=True).indices
-               for n, c in convs.items()}
-
-    was_training = model.training
-    model.eval()
-    stats = _BatchStats(model) if bn == "batch" else None
-    try:
-        segs = _segments(model)
-        seg_index = {name: i for i, (name, _) in enumerate(segs)}
-        start = [min((seg_index[layers[n].block or "stem"] for n in cut), default=len(segs) - 1) for cut in cuts]
-        loss = [0.0] * len(cuts)
-        hits = [0.0] * len(cuts)
-        base_loss = base_hit = 0.0
-        acts = [x for x, _ in held]
-        for si in range(len(segs)):
-            todo = [i for i, s in enumerate(start) if s == si]
-            for (_, y), a in zip(held, acts):
-                for a_i, y_i, items in chunks(a, y, len(todo), stats is not None, max_batch):
-                    chunk = todo[items.start:items.stop]
-                    ce, hit = _forward_cuts(model, segs, si, a_i, y_i, [cuts[i] for i in chunk],
-                                            layers, ranking, stats, device)
-                    for j, i in enumerate(chunk):
-                        loss[i] += ce[j]
-                        hits[i] += hit[j]
-            if si == len(segs) - 1:
-                for (_, y), a in zip(held, acts):  # the head on the uncut model's features
-                    logits = _run(segs, si, a)
-                    base_loss += F.cross_entropy(logits, y, reduction="sum").item()
-                    base_hit += (logits.argmax(1) == y).sum().item()
-            else:
-                acts = [segs[si][1](a) for a in acts]
-    finally:
-        if stats is not None:
-            stats.remove()
-        model.train(was_training)
+    orders = {n: ranking(score, c.weight) for n, c in convs.items()}
+    with cut_chain(model, bn, max_batch) as chain:
+        seg_index = {name: i for i, (name, _) in enumerate(chain.segs)}
+        start = [min((seg_index[layers[n].block or "stem"] for n in cut), default=len(chain.segs) - 1) for cut in cuts]
+        loss, hits, base_loss, base_hit = _sweep(chain, held, cuts, start, layers, orders)
     return CutScores(base_loss / n_images, 100.0 * base_hit / n_images,
                      [v / n_images for v in loss], [100.0 * v / n_images for v in hits])
 
 
-def _forward_cuts(model, segs, si, a, y, cuts, layers, ranking, stats, device):
-    """Summed cross-entropy and hits of each cut on one slice ``a`` (the input of segment ``si``)."""
-    g, n = len(cuts), int(a.shape[0])
-    handles = []
+def _sweep(chain: Chain, held: Sequence, cuts: Sequence[Mapping[str, int]], start: Sequence[int],
+           layers: Mapping, orders: Mapping[str, torch.Tensor]) -> tuple[list[float], list[float], float, float]:
+    """Summed cross-entropy and hits of each cut and of the uncut model: the segments in order, each
+    running the cuts that start there, the block inputs carried forward once."""
+    loss = [0.0] * len(cuts)
+    hits = [0.0] * len(cuts)
+    base_loss = base_hit = 0.0
+    acts = [x for x, _ in held]
+    last = len(chain.segs) - 1
+    for si in range(len(chain.segs)):
+        todo = [i for i, s in enumerate(start) if s == si]
+        for (_, y), a in zip(held, acts):
+            for a_i, y_i, items in chain.chunks(a, y, len(todo)):
+                chunk = todo[items.start:items.stop]
+                group = [cuts[i] for i in chunk]
+                logits = chain.forward_copies(si, a_i, len(group), _cut_masks(group, layers, orders, a_i.device))
+                ce, hit = (t.tolist() for t in copy_sums(logits, y_i, len(group)))
+                for j, i in enumerate(chunk):
+                    loss[i] += ce[j]
+                    hits[i] += hit[j]
+        if si == last:
+            for (_, y), a in zip(held, acts):  # the head on the uncut model's features
+                logits = run_from(chain.segs, si, a)
+                base_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                base_hit += (logits.argmax(1) == y).sum().item()
+        else:
+            acts = [chain.segs[si][1](a) for a in acts]
+    return loss, hits, base_loss, base_hit
+
+
+def _cut_masks(cuts: Sequence[Mapping[str, int]], layers: Mapping, orders: Mapping[str, torch.Tensor],
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """Per BatchNorm that any of ``cuts`` touches, one channel mask per cut (all ones where it is not cut)."""
+    masks = {}
     for name in sorted({c for cut in cuts for c in cut}):
-        mask = torch.ones(g, layers[name].out_channels, device=device)
+        mask = torch.ones(len(cuts), layers[name].out_channels, device=device)
         for j, cut in enumerate(cuts):
             if name in cut:
                 mask[j] = 0.0
-                mask[j, ranking[name][:int(cut[name])].to(device)] = 1.0
-        m = mask.repeat_interleave(n, dim=0)[:, :, None, None]
-        handles.append(model.get_submodule(layers[name].bn).register_forward_hook(lambda _m, _i, out, m=m: out * m))
-    if stats is not None:
-        stats.copies = g
-    try:
-        logits = _run(segs, si, a.repeat(g, *([1] * (a.dim() - 1))))
-    finally:
-        for h in handles:
-            h.remove()
-        if stats is not None:
-            stats.copies = 1
-    yy = y.repeat(g)
-    ce = F.cross_entropy(logits, yy, reduction="none").view(g, n).sum(1).double().cpu().tolist()
-    hit = (logits.argmax(1) == yy).view(g, n).sum(1).double().cpu().tolist()
-    return ce, hit
+                mask[j, orders[name][:int(cut[name])].to(device)] = 1.0
+        masks[layers[name].bn] = mask
+    return masks

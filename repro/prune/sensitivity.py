@@ -7,7 +7,8 @@ conv's ``k`` best filters by the criterion (L2 by default) are kept and the othe
 hard-prune rule (conv filter AND the following BN's gamma/beta zeroed, so the channel is exactly
 0). The curve value is ``loss(cut) - loss(dense)`` (mean cross-entropy over the held-out set).
 
-Why it is cheap enough for a ResNet-110 sweep on a CPU:
+Why it is cheap enough for a ResNet-110 sweep on a CPU (the forward is ``cut_forward``'s, shared
+with ``joint.measure_cuts``):
 * Nothing is rebuilt or copied per point: the cut is a channel mask multiplied onto the output of
   the conv's BatchNorm (a forward hook). That equals the hard-prune rule exactly, because a
   zeroed filter with zeroed BN affine outputs exactly 0 in eval mode.
@@ -52,12 +53,12 @@ from tqdm.auto import tqdm
 from ..models.graph import prunable_convs
 from ..io import atomic_write_json, weights_digest
 from .criteria import get_criterion
+from .cut_forward import (BN_MODES, Chain, check_bn_mode, check_segments, copy_sums, count_images, cut_chain,
+                          ranking)
 from .sfp import prunable_modules, unwrap
 
 LABEL = "SNF, abstract-level reimplementation"
 CACHE_VERSION = 3  # 2: weights keyed by repro.io.weights_digest; 3: the BN mode in the key
-BN_MODES = {"eval": "none (eval-mode BN with the trained running statistics)",
-            "batch": "per cut: BN statistics of each held-out batch, per grid point (train-mode BN per copy)"}
 
 
 def default_cache_dir() -> Path:
@@ -105,69 +106,87 @@ def data_hash(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
     return h.hexdigest()
 
 
-def _segments(model: nn.Module) -> list[tuple[str, Callable]]:
-    """The forward pass as a chain: stem, every residual block in order, head.
-
-    Mirrors ``CifarResNet.forward`` / ``ImageNetResNet.forward``; ``measure`` checks on the first
-    batch that the chain reproduces ``model(x)``, so a drift in the models cannot go unnoticed.
-    """
-    def stem(x):
-        x = model.relu(model.bn1(model.conv1(x)))
-        return model.maxpool(x) if hasattr(model, "maxpool") else x
-
-    segs: list[tuple[str, Callable]] = [("stem", stem)]
-    for stage in ("layer1", "layer2", "layer3", "layer4"):
-        if hasattr(model, stage):
-            for i, block in enumerate(getattr(model, stage)):
-                segs.append((f"{stage}.{i}", block))
-    segs.append(("head", lambda x: model.fc(torch.flatten(model.avgpool(x), 1))))
-    return segs
+def _grid(arch: str, convs: Mapping[str, nn.Module], counts: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    """The kept counts to measure per prunable conv, sorted, without the full width (rise 0)."""
+    unknown = set(counts) - set(convs)
+    if unknown:
+        raise ValueError(f"counts name convs that {arch} does not prune: {sorted(unknown)[:3]}")
+    grid = {}
+    for layer in prunable_convs(arch):
+        ks = sorted({int(k) for k in counts.get(layer.name, ())} - {layer.out_channels})
+        if ks and not (1 <= ks[0] and ks[-1] < layer.out_channels):
+            raise ValueError(f"kept counts for '{layer.name}' must lie in 1..{layer.out_channels}, got {ks}")
+        grid[layer.name] = ks
+    return grid
 
 
-class _BatchStats:
-    """Forward hooks that make every BatchNorm normalise each of ``copies`` equal slices of its
-    batch with that slice's own statistics (``bn="batch"``); the eval-mode output is discarded."""
-
-    def __init__(self, model: nn.Module):
-        self.copies = 1
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-    def _hook(self, bn, inputs, _out):
-        x = inputs[0]
-        g = x.view(self.copies, -1, *x.shape[1:])
-        dims = (1, *range(3, g.dim()))
-        var, mean = torch.var_mean(g, dim=dims, keepdim=True, correction=0)
-        shape = (1, 1, -1) + (1,) * (g.dim() - 3)
-        y = (g - mean) * torch.rsqrt(var + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
-        return y.view_as(x)
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
+def _cache_key(model: nn.Module, arch: str, criterion: str, bn: str, held: Sequence, grid: Mapping) -> str:
+    return hashlib.sha256(json.dumps({
+        "v": CACHE_VERSION, "arch": arch, "criterion": criterion, "bn": bn, "weights": weights_digest(model, 64),
+        "data": data_hash(held), "grid": grid}, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def default_max_batch(device: torch.device) -> int:
-    """Images per forward pass: small on a CPU (cache-resident activations), large elsewhere."""
-    return 64 if device.type == "cpu" else 1024
+def _read_cache(path: Path) -> Sensitivity | None:
+    """The cached curves, or None when there are none (an unreadable entry is recomputed and overwritten)."""
+    if not path.exists():
+        return None
+    try:
+        sens = Sensitivity.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
+    sens.cached = True
+    return sens
 
 
-def _run(segs, start: int, x: torch.Tensor) -> torch.Tensor:
-    for _, f in segs[start:]:
-        x = f(x)
-    return x
+def _dense_scores(model: nn.Module, held: Sequence, n_images: int) -> tuple[float, float]:
+    """Held-out mean cross-entropy and top-1 (%) of the uncut model."""
+    loss = hits = 0.0
+    for x, y in held:
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        hits += (logits.argmax(1) == y).sum().item()
+    return loss / n_images, 100.0 * hits / n_images
 
 
-def chunks(a: torch.Tensor, y: torch.Tensor, n_items: int, whole_batch: bool, max_batch: int):
-    """Split one held-out batch for batched grid points (or cuts): yields (images, labels, range of
-    items) with as many items per image slice as fit in ``max_batch`` copies. Slices are the whole
-    batch when BN statistics are taken over it (``whole_batch``), else at most ``max_batch`` images."""
-    b = int(a.shape[0])
-    size = b if whole_batch else min(b, max_batch)
-    per_chunk = max(1, max_batch // size)
-    for i0 in range(0, b, size):
-        for c0 in range(0, n_items, per_chunk):
-            yield a[i0:i0 + size], y[i0:i0 + size], range(c0, min(c0 + per_chunk, n_items))
+def _layer_sums(chain: Chain, start: int, layer, ks: Sequence[int], order: torch.Tensor, held: Sequence,
+                acts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed held-out cross-entropy and hits of ``layer`` cut to each kept count of ``ks`` (its
+    ``order``'s first k filters kept), from segment ``start`` whose inputs are ``acts``."""
+    loss_sum = torch.zeros(len(ks), dtype=torch.float64)
+    hit_sum = torch.zeros(len(ks), dtype=torch.float64)
+    for (_, y), a in zip(held, acts):
+        for a_i, y_i, items in chain.chunks(a, y, len(ks)):
+            chunk = ks[items.start:items.stop]
+            masks = torch.zeros(len(chunk), layer.out_channels, device=a.device)
+            for j, k in enumerate(chunk):
+                masks[j, order[:k].to(a.device)] = 1.0
+            logits = chain.forward_copies(start, a_i, len(chunk), {layer.bn: masks})
+            ce, hit = copy_sums(logits, y_i, len(chunk))
+            loss_sum[items.start:items.start + len(chunk)] += ce
+            hit_sum[items.start:items.start + len(chunk)] += hit
+    return loss_sum, hit_sum
+
+
+def _curves(chain: Chain, arch: str, convs: Mapping[str, nn.Module], grid: Mapping[str, list[int]], score: Callable,
+            held: Sequence, base_loss: float, progress: bool | None) -> tuple[dict, dict]:
+    """``rise`` and ``top1`` curves: each conv cut alone, the block inputs carried forward once."""
+    n_images = count_images(held)
+    layers = prunable_convs(arch)
+    rise: dict[str, dict[int, float]] = {}
+    top1: dict[str, dict[int, float]] = {}
+    acts = [x for x, _ in held]          # input of the current segment, per held-out batch
+    bar = tqdm(total=sum(len(v) for v in grid.values()), desc=f"SNF sensitivity {arch}",
+               unit="point", disable=(not progress) if progress is not None else None)
+    for si, (seg_name, seg) in enumerate(chain.segs[:-1]):
+        for layer in [l for l in layers if (l.block or "stem") == seg_name and grid[l.name]]:
+            ks = grid[layer.name]
+            loss_sum, hit_sum = _layer_sums(chain, si, layer, ks, ranking(score, convs[layer.name].weight), held, acts)
+            bar.update(len(ks))
+            rise[layer.name] = {k: float(loss_sum[j] / n_images - base_loss) for j, k in enumerate(ks)}
+            top1[layer.name] = {k: float(100.0 * hit_sum[j] / n_images) for j, k in enumerate(ks)}
+        acts = [seg(a) for a in acts]
+    bar.close()
+    return rise, top1
 
 
 @torch.no_grad()
@@ -181,119 +200,30 @@ def measure(model: nn.Module, arch: str, batches: Iterable[tuple[torch.Tensor, t
     device. ``counts``: for each prunable conv, the kept counts to measure (the full width is
     implied and has rise 0). ``cache_dir``: default ``default_cache_dir()``; ``use_cache=False``
     neither reads nor writes it. ``progress``: tqdm bar (None = only on a terminal). ``max_batch``:
-    images per forward pass (default ``default_max_batch``). ``bn``: ``"eval"`` or ``"batch"`` (see
-    the module docstring). A model whose pruned filters are already zero (hard-pruned) can be
-    measured too: zero filters rank last, so counts below its kept counts cut among the kept.
+    images per forward pass (default ``cut_forward.default_max_batch``). ``bn``: ``"eval"`` or
+    ``"batch"`` (see the module docstring). A model whose pruned filters are already zero
+    (hard-pruned) can be measured too: zero filters rank last, so counts below its kept counts cut
+    among the kept.
     """
-    if bn not in BN_MODES:
-        raise ValueError(f"bn must be one of {sorted(BN_MODES)}, got {bn!r}")
+    check_bn_mode(bn)
     model = unwrap(model)
     convs = prunable_modules(model, arch)  # MaskError unless it is a dense `arch`
-    layers = prunable_convs(arch)
     score = get_criterion(criterion)
-    unknown = set(counts) - set(convs)
-    if unknown:
-        raise ValueError(f"counts name convs that {arch} does not prune: {sorted(unknown)[:3]}")
-    grid = {}
-    for layer in layers:
-        ks = sorted({int(k) for k in counts.get(layer.name, ())} - {layer.out_channels})
-        if ks and not (1 <= ks[0] and ks[-1] < layer.out_channels):
-            raise ValueError(f"kept counts for '{layer.name}' must lie in 1..{layer.out_channels}, got {ks}")
-        grid[layer.name] = ks
-
+    grid = _grid(arch, convs, counts)
     device = next(model.parameters()).device
     held = [(x.to(device), y.to(device)) for x, y in batches]
     if not held:
         raise ValueError("sensitivity needs at least one held-out batch")
-    n_images = sum(int(y.numel()) for _, y in held)
-
-    key = hashlib.sha256(json.dumps({
-        "v": CACHE_VERSION, "arch": arch, "criterion": criterion, "bn": bn, "weights": weights_digest(unwrap(model), 64),
-        "data": data_hash(held), "grid": grid}, sort_keys=True).encode()).hexdigest()[:32]
+    key = _cache_key(model, arch, criterion, bn, held, grid)
     path = Path(cache_dir or default_cache_dir()) / f"{arch}-{key}.json"
-    if use_cache and path.exists():
-        try:
-            sens = Sensitivity.from_json(json.loads(path.read_text()))
-            sens.cached = True
-            return sens
-        except (ValueError, KeyError, TypeError):
-            pass  # an unreadable cache entry is recomputed and overwritten
-
+    if use_cache and (sens := _read_cache(path)) is not None:
+        return sens
     start = time.perf_counter()
-    max_batch = max_batch or default_max_batch(device)
-    was_training = model.training
-    model.eval()
-    stats = _BatchStats(model) if bn == "batch" else None
-    try:
-        segs = _segments(model)
-        x0, _ = held[0]
-        ref = model(x0)
-        # Loose on purpose: a structural drift changes the logits wholesale, while GPU kernels
-        # (TF32, algorithm choice) may legitimately differ in the last bits between two calls.
-        if not torch.allclose(_run(segs, 0, x0), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()) + 1e-5):
-            raise AssertionError("the block chain does not reproduce model.forward; update _segments")
-
-        def loss_top1(logits, y):
-            return (F.cross_entropy(logits, y, reduction="sum").item(),
-                    (logits.argmax(1) == y).sum().item())
-
-        base_loss = base_hit = 0.0
-        for x, y in held:
-            l, h = loss_top1(model(x), y)
-            base_loss += l
-            base_hit += h
-        base_loss /= n_images
-        base_top1 = 100.0 * base_hit / n_images
-
-        rise: dict[str, dict[int, float]] = {}
-        top1: dict[str, dict[int, float]] = {}
-        acts = [x for x, _ in held]          # input of the current segment, per held-out batch
-        bar = tqdm(total=sum(len(v) for v in grid.values()), desc=f"SNF sensitivity {arch}",
-                   unit="point", disable=(not progress) if progress is not None else None)
-        for si, (seg_name, seg) in enumerate(segs[:-1]):
-            here = [l for l in layers if (l.block or "stem") == seg_name and grid[l.name]]
-            for layer in here:
-                ks = grid[layer.name]
-                # select_kept's rule (stable descending sort, ties to the lower index): the k
-                # kept filters are the first k of this ranking, for every k of the grid.
-                ranking = torch.sort(score(convs[layer.name].weight).float().cpu(), descending=True,
-                                     stable=True).indices
-                loss_sum = torch.zeros(len(ks), dtype=torch.float64)
-                hit_sum = torch.zeros(len(ks), dtype=torch.float64)
-                norm = model.get_submodule(layer.bn)
-                for (_, y), a in zip(held, acts):
-                    for a_i, y_i, items in chunks(a, y, len(ks), stats is not None, max_batch):
-                        n, c0 = int(a_i.shape[0]), items.start
-                        chunk = ks[items.start:items.stop]
-                        g = len(chunk)
-                        masks = torch.zeros(g, layer.out_channels, device=device)
-                        for j, k in enumerate(chunk):
-                            masks[j, ranking[:k].to(device)] = 1.0
-                        m = masks.repeat_interleave(n, dim=0)[:, :, None, None]
-                        handle = norm.register_forward_hook(lambda _m, _i, out, m=m: out * m)
-                        if stats is not None:
-                            stats.copies = g
-                        try:
-                            logits = _run(segs, si, a_i.repeat(g, *([1] * (a_i.dim() - 1))))
-                        finally:
-                            handle.remove()
-                            if stats is not None:
-                                stats.copies = 1
-                        yy = y_i.repeat(g)
-                        ce = F.cross_entropy(logits, yy, reduction="none").view(g, n)
-                        hit = (logits.argmax(1) == yy).view(g, n)
-                        loss_sum[c0:c0 + g] += ce.sum(1).double().cpu()
-                        hit_sum[c0:c0 + g] += hit.sum(1).double().cpu()
-                bar.update(len(ks))
-                rise[layer.name] = {k: float(loss_sum[j] / n_images - base_loss) for j, k in enumerate(ks)}
-                top1[layer.name] = {k: float(100.0 * hit_sum[j] / n_images) for j, k in enumerate(ks)}
-            acts = [seg(a) for a in acts]
-        bar.close()
-    finally:
-        if stats is not None:
-            stats.remove()
-        model.train(was_training)
-
+    n_images = count_images(held)
+    with cut_chain(model, bn, max_batch) as chain:
+        check_segments(model, chain.segs, held[0][0])
+        base_loss, base_top1 = _dense_scores(model, held, n_images)
+        rise, top1 = _curves(chain, arch, convs, grid, score, held, base_loss, progress)
     sens = Sensitivity(arch, criterion, base_loss, base_top1, n_images, rise, top1, key,
                        time.perf_counter() - start, False, BN_MODES[bn])
     if use_cache:

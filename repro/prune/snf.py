@@ -204,20 +204,8 @@ def _finish(arch, kept, resolution, base, target, method, **kw) -> SearchResult:
     return SearchResult(dict(kept), spec, macs, base, target, 100.0 * (1.0 - macs / base), method=method, **kw)
 
 
-def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: float, *,
-           resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-           max_buckets: int = 1 << 18, weight_bonus: float = 0.0) -> SearchResult:
-    """Exact least-rise kept counts with reduction in ``[target, target + tolerance]`` percent.
-
-    ``rise[conv][k]``: loss rise of keeping ``k`` filters of ``conv`` (from ``Sensitivity.rise``);
-    the full width is always an option with rise 0. Convs absent from ``rise`` stay dense.
-    ``weight_bonus``: subtracted from an option's rise per fraction of the dense model's conv
-    weights it keeps (a Lagrange multiplier that favours keeping weights; 0 = plain SNF).
-    """
-    start = time.perf_counter()
-    check_target(target_percent)
-    resolution = resolution or arch_info(arch).resolution
-    terms = macs_terms(arch, resolution)
+def _options(arch: str, rise: Mapping[str, Mapping[int, float]]) -> dict[str, list[tuple[int, float]]]:
+    """Per prunable conv, its (kept, rise) choices sorted by kept, the full width (rise 0) included."""
     layers = {c.name: c for c in prunable_convs(arch)}
     unknown = set(rise) - set(layers)
     if unknown:
@@ -229,10 +217,14 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
             raise ValueError(f"sensitivity of '{name}' has counts outside 1..{layer.out_channels}")
         curve[layer.out_channels] = 0.0
         options[name] = sorted(curve.items())
+    return options
 
-    base = baseline_macs(arch, resolution)
-    per_weight = weight_bonus / spec_weights(arch, {}, resolution)
-    lower, upper = _window(base, target_percent, tolerance)
+
+def _items(arch: str, terms: Sequence[Term], options: Mapping[str, list[tuple[int, float]]],
+           per_weight: float) -> tuple[list[Item], list[list[dict[str, int]]], int]:
+    """The knapsack: one item per group of convs whose widths share MACs terms, an option per
+    combination of their kept counts (its MACs and its rise less ``per_weight`` x the weights it
+    keeps); the kept counts of each option; the MACs no kept count changes."""
     items, combos, constant = [], [], 0
     grouped = _groups(arch, terms)
     owner = {n: gi for gi, g in enumerate(grouped) for n in g}
@@ -254,7 +246,28 @@ def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: f
             picks.append(kept)
         items.append(Item("+".join(names), tuple(costs), tuple(losses)))
         combos.append(picks)
+    return items, combos, constant
 
+
+def search(arch: str, rise: Mapping[str, Mapping[int, float]], target_percent: float, *,
+           resolution: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+           max_buckets: int = 1 << 18, weight_bonus: float = 0.0) -> SearchResult:
+    """Exact least-rise kept counts with reduction in ``[target, target + tolerance]`` percent.
+
+    ``rise[conv][k]``: loss rise of keeping ``k`` filters of ``conv`` (from ``Sensitivity.rise``);
+    the full width is always an option with rise 0. Convs absent from ``rise`` stay dense.
+    ``weight_bonus``: subtracted from an option's rise per fraction of the dense model's conv
+    weights it keeps (a Lagrange multiplier that favours keeping weights; 0 = plain SNF).
+    """
+    start = time.perf_counter()
+    check_target(target_percent)
+    resolution = resolution or arch_info(arch).resolution
+    terms = macs_terms(arch, resolution)
+    options = _options(arch, rise)
+    base = baseline_macs(arch, resolution)
+    per_weight = weight_bonus / spec_weights(arch, {}, resolution)
+    lower, upper = _window(base, target_percent, tolerance)
+    items, combos, constant = _items(arch, terms, options, per_weight)
     smallest = constant + sum(min(i.costs) for i in items)
     if smallest > upper:
         raise InfeasibleTargetError(

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..choices import SNF_VARIANTS
 from ..flops import count
 from ..models import arch_info
 from ..models.graph import prunable_convs
@@ -166,10 +167,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             run_stage),
     Variant("weights", "rise-bn under a floor: no fewer conv weights than the uniform model", run_weights),
 )}
-# rise-bn, not rise: on digits rise-bn beats the uniform rate at ~70% FLOPs on ResNet-20 and -56
-# and loses nowhere, while the original curves lose to it on ResNet-20 (docs/snf_search.md);
-# rise-bn is the abstract's search with one correction.
-DEFAULT_VARIANT = "rise-bn"
+DEFAULT_VARIANT = SNF_VARIANTS[0]  # rise-bn; why: repro/choices.py
 
 
 def get_variant(name: str) -> Variant:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from repro.config import Config, identity_diff
+from repro.rundir import CONFIG
 from repro.papers.recipes import IMAGENET_PAPER_GPUS
 from repro.papers.spec import TableSpec
 
@@ -52,7 +53,7 @@ def check_starting_points(p: Plan) -> None:
 def check_folders(p: Plan) -> None:
     """A run folder that holds another run's config is refused before anything is submitted."""
     for pl in p.runs:
-        cpath = pl.run_dir / "config.json"
+        cpath = pl.run_dir / CONFIG
         if pl.submit and cpath.exists():
             try:
                 diff = identity_diff(Config.from_json(cpath.read_text()), pl.cfg)

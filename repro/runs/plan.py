@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from repro.config import Config, run_name
-from repro.engine.init import RUN_PREFIX
 from repro.papers.spec import RunSpec, TableSpec
 from repro.lock import holder
-from repro.rundir import CHECKPOINT, LOCK, MODEL, done_result, read_result
+from repro.rundir import CHECKPOINT, LOCK, MODEL, RESULT, RUN_PREFIX, done_result, read_result
 
 from . import cost, jobs
 from .errors import LaunchError
@@ -91,7 +90,7 @@ def _folder_state(pl: Planned) -> dict | None:
         if done_result(pl.run_dir, pl.cfg) is not None:  # RunDirError if it is another run's result
             pl.state = "done"
             return None
-        pl.detail = f"result.json says done but {MODEL} is missing: the final phase runs again"
+        pl.detail = f"{RESULT} says done but {MODEL} is missing: the final phase runs again"
         res = None
     if res and res.get("status") == "failed":
         pl.state, pl.detail = "failed", str(res.get("reason", "")).splitlines()[0][:200] if res.get("reason") else ""
