@@ -33,7 +33,8 @@ from repro.papers import load_table
 from repro.papers.spec import TableSpec
 from repro.report.collect import collect
 from repro.report.plot import render_png
-from repro.report.render import render_csv, render_md, render_tex
+from repro.report.csvout import render_csv
+from repro.report.render import render_md, render_tex
 from repro.rundir import RunDirError
 from repro.runs.errors import LaunchError
 
