@@ -16,6 +16,8 @@ from .legend import Legend
 from .verdict import CONTEXT, NO_PAPER, NOT_RUN, Verdict, judge, row_verdict
 
 NOT_RUN_TEXT = "not run"
+UNCONFIRMED = "—"   # a paper cell no source confirms: its footnote says so
+PAIR = "/"          # between top-1 and top-5 in one cell
 CONTEXT_PROTOCOL = ("this table's protocol is not the one the paper's numbers were measured under; no "
                     "source gives a value for it")
 
@@ -84,6 +86,9 @@ def row_cells_verdicts(spec: TableSpec, rr: RowResult, smoke: bool) -> list[Verd
 def verdict_of_row(spec: TableSpec, rr: RowResult, smoke: bool) -> Verdict | None:
     if smoke:
         return None
+    own = [v for m in spec.metrics if (v := cell_verdict(spec, rr, m, smoke)) is not None]
+    if own and all(v.label == CONTEXT for v in own):  # the row's own numbers are context: so is the row
+        return own[0]
     return row_verdict(row_cells_verdicts(spec, rr, smoke), ran=rr.count("done") > 0)
 
 
@@ -99,14 +104,14 @@ def _paper_cell(pvs: list[PaperValue | None], legend: Legend, above: str | None 
     marks = list(dict.fromkeys(m for pv in pvs for m in legend.marks(pv)))
     if any(pv.candidates for pv in pvs):  # a source's rows assigned to no variant: each row's pair
         rows = zip(*[pv.candidates for pv in pvs])
-        text = " or\n".join(" / ".join(num(c) for c in row) for row in rows)
+        text = " or\n".join(PAIR.join(num(c) for c in row) for row in rows)
         marks.append(legend.note(pvs[0].note))
         return Cell("as above" if above == text else text, marks)
     if all(not pv.confirmed and pv.value is None for pv in pvs):
-        return Cell("unconfirmed", marks + [legend.note(pvs[0].note)])
+        return Cell(UNCONFIRMED, marks + [legend.note(pvs[0].note)])
     texts = [fmt_paper(pv) for pv in pvs]
     marks += [legend.note(pv.note) for pv in pvs if not pv.confirmed and pv.note]
-    return Cell(" / ".join(texts), list(dict.fromkeys(marks)))
+    return Cell(PAIR.join(texts), list(dict.fromkeys(marks)))
 
 
 def _ours_acc(spec: TableSpec, rr: RowResult | None, legend: Legend) -> Cell:
@@ -121,14 +126,14 @@ def _ours_acc(spec: TableSpec, rr: RowResult | None, legend: Legend) -> Cell:
     marks = [legend.note(f"{CHANCE}: {rr.row.model} {rr.row.variant}, {METRIC_LABELS[m]}: {rr.chance_runs(m)} of "
                          f"{len(rr.values.get(m) or [])} finished runs within chance level (a broken run, not a result)")
              for m in chance]
-    return Cell(" / ".join(parts), marks)
+    return Cell(PAIR.join(parts), marks)
 
 
 def _ours_drop(spec: TableSpec, rr: RowResult) -> Cell:
     ests = [E.ours(spec, rr, m) for m in drop_metrics(spec)]
     if all(e is None for e in ests):
         return Cell(NOT_RUN_TEXT)
-    return Cell(" / ".join("—" if e is None else num(e.mean) + (f" ± {num(e.spread)}" if e.n > 1 else "")
+    return Cell(PAIR.join("—" if e is None else num(e.mean) + (f" ± {num(e.spread)}" if e.n > 1 else "")
                            for e in ests))
 
 
@@ -136,7 +141,7 @@ def _flops_paper(rr: RowResult, legend: Legend) -> Cell:
     pv = rr.row.flops_paper
     if pv is None:
         return Cell("")
-    cell = Cell(fmt_printed(pv) if pv.confirmed else "unconfirmed", legend.marks(pv))
+    cell = Cell(fmt_printed(pv) if pv.confirmed else UNCONFIRMED, legend.marks(pv))
     if not pv.confirmed and pv.note:
         cell.marks.append(legend.note(pv.note))
     if flops_mismatch(rr):
@@ -161,7 +166,7 @@ def _verdict_cell(spec: TableSpec, rr: RowResult, smoke: bool, legend: Legend) -
     if smoke:
         return Cell("none (miniature)")
     cells = row_cells_verdicts(spec, rr, smoke)
-    v = row_verdict(cells, ran=rr.count("done") > 0)
+    v = verdict_of_row(spec, rr, smoke)
     marks = [legend.note(f"Context only: {c.reason}") for c in cells if c.label == CONTEXT and c.reason]
     if v.label != NOT_RUN:
         marks += [legend.note(f"Paper's uncertainty: {c.comparison.basis}") for c in cells

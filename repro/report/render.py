@@ -139,7 +139,7 @@ def render_tex(spec: TableSpec, rows: list[RowResult], command: str, smoke: bool
             out.append(r"\midrule")
         last = line[0].text
         out.append(" & ".join(_tex_cell(c) for c in line) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip{\sloppy", tex_escape(s["rule"]) + r"\par"]
+    out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip{\raggedright\sloppy", tex_escape(s["rule"]) + r"\par"]
     out += [tex_escape(SOURCES_HEADING) + ":"]
     out += [r"\textsuperscript{" + k + "} " + tex_escape(x) + r"\par" for k, x in
             zip(legend.source_letters(), legend.source_items())]

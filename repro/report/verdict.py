@@ -159,7 +159,7 @@ def rule(margin: Margin | None, min_runs: int, judged: bool) -> str:
         return ("Verdict rule: none for this table; the paper's values are shown for context only (they "
                 "were measured under another protocol, and no source gives a value for this one).")
     return (f"Verdict rule: d = ours − paper per cell; '{REPRODUCED}' when its 90% interval lies within "
-            f"±δ = {margin.delta:g} points (two one-sided tests at {ALPHA:.0%}), '{NOT_REPRODUCED}' when its "
+            f"±δ = {margin.delta:.1f} points (two one-sided tests at {ALPHA:.0%}), '{NOT_REPRODUCED}' when its "
             f"whole 95% interval lies outside, '{INCONCLUSIVE}' otherwise (with the runs of ours that would "
             f"likely decide it), and below {min_runs} run{'s' if min_runs > 1 else ''} of ours; a row is "
             f"reproduced when all its cells are. δ: {margin.reason}. A drop the paper states as a gain "
