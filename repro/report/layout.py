@@ -104,7 +104,7 @@ def _paper_cell(pvs: list[PaperValue | None], legend: Legend, above: str | None 
     marks = list(dict.fromkeys(m for pv in pvs for m in legend.marks(pv)))
     if any(pv.candidates for pv in pvs):  # a source's rows assigned to no variant: each row's pair
         rows = zip(*[pv.candidates for pv in pvs])
-        text = " or\n".join(PAIR.join(num(c) for c in row) for row in rows)
+        text = "\nor ".join(PAIR.join(num(c) for c in row) for row in rows)
         marks.append(legend.note(pvs[0].note))
         return Cell("as above" if above == text else text, marks)
     if all(not pv.confirmed and pv.value is None for pv in pvs):
@@ -171,7 +171,7 @@ def _verdict_cell(spec: TableSpec, rr: RowResult, smoke: bool, legend: Legend) -
     if v.label != NOT_RUN:
         marks += [legend.note(f"Paper's uncertainty: {c.comparison.basis}") for c in cells
                   if c.comparison is not None and c.comparison.basis]
-    return Cell(v.short(), list(dict.fromkeys(marks)))
+    return Cell(v.short().replace(" (", "\n("), list(dict.fromkeys(marks)))  # two lines in LaTeX
 
 
 def main_rows(spec: TableSpec, rows: list[RowResult], smoke: bool, legend: Legend) -> list[list[Cell]]:
@@ -199,12 +199,15 @@ class Detail:
 
 
 def _checks(d: Detail) -> str:
-    out = []
+    """Each judged cell with its figures; cells without figures grouped by their label."""
+    if d.rr.count("done") == 0:
+        return NOT_RUN_TEXT
+    out: dict[str, list[str]] = {}
     for m in d.spec.metrics:
         v = cell_verdict(d.spec, d.rr, m, d.smoke)
         if v is not None:
-            out.append(f"{METRIC_LABELS[m]} {v.detail()}")
-    return "; ".join(out)
+            out.setdefault(v.detail() if v.comparison is not None else v.short(), []).append(METRIC_LABELS[m])
+    return "; ".join(f"{', '.join(ms)} {text}" for text, ms in out.items())
 
 
 def _n(d: Detail) -> str:
