@@ -243,6 +243,19 @@ def test_the_table_shows_each_verdict_the_summary_and_the_footnotes(t1_runs):
     assert csv_cell(f["rows"], "", "verdict_summary")["note"] == line[len("- Verdict: "):]
 
 
+def test_a_table_with_runs_compiles_and_fits_the_page(t1_runs, tmp_path):
+    from test_tables import assert_compiles_and_fits  # tests/ is on sys.path (pytest's rootdir import)
+    root, _ = t1_runs
+    assert_compiles_and_fits(root / "out" / "table1.tex", tmp_path)
+    r2 = tmp_path / "t2"
+    write_runs(T2, r2, {"resnet18/baseline/seed0": {"val_top1": 70.1, "val_top5": 89.5},
+                        "resnet18/sfp-scratch/seed0": {"val_top1": 65.0, "val_top5": 86.9},
+                        "resnet101/baseline/seed0": {"val_top1": 77.4, "val_top5": 93.6},
+                        "resnet101/sfp-pretrained/seed0": {"val_top1": 77.0, "val_top5": 93.5}})
+    build(T2, r2)
+    assert_compiles_and_fits(r2 / "out" / "table2.tex", tmp_path)
+
+
 def test_run_details_hold_the_figures_behind_each_verdict(t1_runs):
     _, f = t1_runs
     d = detail_row(f[".md"], "ResNet-56", "SFP 40% scratch")
@@ -300,7 +313,7 @@ def test_check_fails_on_a_hand_edited_verdict(t1_runs):
     assert tables.check(T1, root, out) == []
     for suffix, old, new in ((".md", "| not reproduced<sup>", "| reproduced<sup>"),
                              (".csv", "row_verdict,,,,,,,,,,,,,,,,not reproduced", "row_verdict,,,,,,,,,,,,,,,,reproduced"),
-                             (".tex", "not reproduced\\textsuperscript", "reproduced\\textsuperscript")):
+                             (".tex", r"{@{}r@{}}not\\reproduced\end{tabular}", r"{@{}r@{}}reproduced\end{tabular}")):
         p = out / f"table1{suffix}"
         text = p.read_text()
         assert old in text, suffix

@@ -171,7 +171,8 @@ def _verdict_cell(spec: TableSpec, rr: RowResult, smoke: bool, legend: Legend) -
     if v.label != NOT_RUN:
         marks += [legend.note(f"Paper's uncertainty: {c.comparison.basis}") for c in cells
                   if c.comparison is not None and c.comparison.basis]
-    return Cell(v.short().replace(" (", "\n("), list(dict.fromkeys(marks)))  # two lines in LaTeX
+    text = v.short().replace(" (", "\n(").replace("not reproduced", "not\nreproduced")  # lines in LaTeX
+    return Cell(text, list(dict.fromkeys(marks)))
 
 
 def main_rows(spec: TableSpec, rows: list[RowResult], smoke: bool, legend: Legend) -> list[list[Cell]]:

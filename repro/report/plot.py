@@ -71,7 +71,8 @@ def _acc_vs_flops(ax, spec: TableSpec, rows: list[RowResult], smoke: bool) -> No
         ax.plot([], [], "o", color="0.4", mfc="none", label="paper (hollow)")
     if not ours_any:
         ax.text(0.5, 0.04, "no run of ours yet: paper points only" if not smoke else "no run yet",
-                transform=ax.transAxes, ha="center", fontsize=9, color="tab:red")
+                transform=ax.transAxes, ha="center", fontsize=9, color="tab:red",
+                bbox={"facecolor": "white", "edgecolor": "tab:red"})
     ax.set_xlabel("FLOPs↓, % (papers' float convention, counted correctly)")
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title("ours filled ± std" + ("" if smoke else ", paper hollow"), fontsize=8)

@@ -90,7 +90,7 @@ class Verdict:
             return self.label
         if self.n < self.min_runs:
             return f"{INCONCLUSIVE} ({self.n} of {self.min_runs} runs)"
-        return f"{INCONCLUSIVE} (" + (f"~{self.runs_needed} runs" if self.runs_needed else "undecidable") + ")"
+        return f"{INCONCLUSIVE} (" + (f"≈{self.runs_needed} runs" if self.runs_needed else "undecidable") + ")"
 
     def detail(self) -> str:
         """The figures behind it: d, its 90% interval, the band."""
