@@ -313,7 +313,7 @@ def test_check_fails_on_a_hand_edited_verdict(t1_runs):
     assert tables.check(T1, root, out) == []
     for suffix, old, new in ((".md", "| not reproduced<sup>", "| reproduced<sup>"),
                              (".csv", "row_verdict,,,,,,,,,,,,,,,,not reproduced", "row_verdict,,,,,,,,,,,,,,,,reproduced"),
-                             (".tex", r"{@{}r@{}}not\\reproduced\end{tabular}", r"{@{}r@{}}reproduced\end{tabular}")):
+                             (".tex", r"{@{}l@{}}not\\reproduced\end{tabular}", r"{@{}l@{}}reproduced\end{tabular}")):
         p = out / f"table1{suffix}"
         text = p.read_text()
         assert old in text, suffix

@@ -107,12 +107,12 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
 
 
-def _tex_cell(c: L.Cell) -> str:
+def _tex_cell(c: L.Cell, align: str = "r") -> str:
     """A cell; several lines (top-1 above top-5, two candidate rows, a long verdict) as a nested tabular."""
     text = c.text.replace(" ± ", "±")  # tight in print: the page is narrow
     parts = text.split("\n") if "\n" in text else text.split(L.PAIR)
     text = tex_escape(parts[0]) if len(parts) == 1 else \
-        r"\begin{tabular}[t]{@{}r@{}}" + r"\\".join(tex_escape(p) for p in parts) + r"\end{tabular}"
+        r"\begin{tabular}[t]{@{}" + align + r"@{}}" + r"\\".join(tex_escape(p) for p in parts) + r"\end{tabular}"
     return text + (r"\textsuperscript{" + ",".join(c.marks) + "}" if c.marks else "")
 
 
@@ -140,7 +140,7 @@ def render_tex(spec: TableSpec, rows: list[RowResult], command: str, smoke: bool
         if last is not None and line[0].text != last:
             out.append(r"\midrule")
         last = line[0].text
-        out.append(" & ".join(_tex_cell(c) for c in line) + r" \\")
+        out.append(" & ".join(_tex_cell(c, "l" if i == len(line) - 1 else "r") for i, c in enumerate(line)) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip{\raggedright\sloppy", tex_escape(s["rule"]) + r"\par"]
     out += [tex_escape(SOURCES_HEADING) + ":"]
     out += [r"\textsuperscript{" + k + "} " + tex_escape(x) + r"\par" for k, x in
