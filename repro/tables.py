@@ -4,15 +4,15 @@
     python -m repro.tables table2 --root runs --out tables --check    # exit 1 if the files are stale
     python -m repro.tables table2 --smoke                             # the miniature table (runs/smoke)
 
-What a table holds: per row (model x variant) the paper's value with its source key, ours as
-mean ± std (n) (marked "at chance" where a run's accuracy is within chance level), Δ = ours - paper,
-a verdict per cell computed by the rule printed under the table (repro/report/verdict.py), drops vs
-the row's baseline, FLOPs reduction three ways (as printed in the paper, the paper's float
-keep-ratio convention counted correctly, and the actual integer-filter count), the measured and
-theoretical speed-ups, and the status of its runs (done / running / failed with its reason /
-missing). A header says how it was made, the verdict summary and the cost; under the table, the
-legend names every source document in full and spells out each caveat; a footer lists every run
-folder with its config hash and its cost (measured, and the launcher's estimate).
+What a table holds: first the verdict summary (rows reproduced / not reproduced / inconclusive /
+not run) and the rule in one sentence (repro/report/verdict.py, evidence.py), then the main table
+in the paper's layout (repro/report/layout.py: Depth | Method | Fine-tune? | baseline, pruned, drop
+and FLOPs↓ as paper / ours | verdict), with sources and caveats as footnote marks and the legend
+that names every source in full; then the run details (runs per cell, the figures behind each
+verdict, FLOPs in the papers' float convention, measured and theoretical speed-ups, cost, status)
+and every run folder with its config hash and its cost (measured, and the launcher's estimate).
+The LaTeX file holds one booktabs table (the rest as comments); the plot is a forest plot of the
+verdicts beside accuracy vs FLOPs.
 
 The output depends on the run folders alone (no clock, no scheduler query): rebuilding from the
 same folders gives byte-identical .md/.tex/.csv, which is what `--check` relies on. The date shown
@@ -33,7 +33,8 @@ from repro.papers import load_table
 from repro.papers.spec import TableSpec
 from repro.report.collect import collect
 from repro.report.plot import render_png
-from repro.report.render import render_csv, render_md, render_tex
+from repro.report.csvout import render_csv
+from repro.report.render import render_md, render_tex
 from repro.rundir import RunDirError
 from repro.runs.errors import LaunchError
 

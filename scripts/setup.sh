@@ -3,7 +3,8 @@
 # environment, torch, FFCV with its pins, and the project itself (editable).
 #
 #   bash scripts/setup.sh            # .venv/ with exactly the tested set (requirements/tested.txt)
-#   bash scripts/setup.sh --slurm    # ... and start the local two-node SLURM test cluster
+#   bash scripts/setup.sh --slurm    # ... the test set-up: TeX (the tables' LaTeX is compiled by the
+#                                    # tests) and the local two-node SLURM test cluster
 #   bash scripts/setup.sh --latest   # .venv-latest/: the newest releases pyproject.toml allows
 #   bash scripts/setup.sh --lowest   # .venv-lowest/: the lowest supported releases (requirements/lowest.txt)
 #
@@ -42,6 +43,9 @@ T0=$(date +%s)
 # ---------------------------------------------------------------- 1. Debian packages
 # python3-venv: Debian's python3 cannot create a venv without it (ensurepip is split out).
 APT_PKGS=(pkg-config libturbojpeg0-dev libopencv-dev g++ python3-dev python3-venv git)
+# The test set-up only: pdflatex with booktabs and geometry (tests/test_tables.py compiles every
+# tables/*.tex; poppler-utils' pdftoppm renders a compiled table to PNG for a look).
+[ "$WITH_SLURM" = 0 ] || APT_PKGS+=(texlive-latex-base texlive-latex-recommended poppler-utils)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

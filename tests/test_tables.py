@@ -8,11 +8,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from repro import launch, tables
 from repro.papers import load_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 
@@ -24,34 +31,45 @@ def empty_table2(tmp_path_factory):
     return d, {p.suffix: p for p in paths}
 
 
+def _main(md: str) -> dict[str, list[str]]:
+    """The main table's lines, keyed 'Depth|Fine-tune?' (table2: one SFP rate per depth)."""
+    lines = md.split("## Run details")[0].splitlines()
+    return {ln.split("|")[1].strip() + "|" + ln.split("|")[3].strip(): [c.strip() for c in ln.split("|")[1:-1]]
+            for ln in lines if ln.startswith("| ResNet")}
+
+
 def test_paper_side_of_table2(empty_table2):
     _, files = empty_table2
     md = files[".md"].read_text()
     assert "Runs found: 0 of 12 expected (done 0, running 0, failed 0, missing 12)" in md
-    lines = {ln.split("|")[1].strip() + "|" + ln.split("|")[2].strip(): ln for ln in md.splitlines()
-             if ln.startswith("| ResNet")}
-    r50 = lines["ResNet-50|SFP 30% scratch"]
-    # every paper number with its source key; printed FLOPs vs the correct count, flagged
-    assert "| 74.61 [FPGM-T2] " in r50 and "| 41.8 [FPGM-T2] " in r50 and "| 41.15 ! " in r50
-    assert "| 41.11 " in lines["ResNet-34|SFP 30% scratch"] and "41.11 !" not in md  # agrees: no flag
-    pre = lines["ResNet-50|SFP 30% pre-trained"]
-    assert "| 62.14 [FPGM-T2; c1] " in pre and "| 84.60 [FPGM-T2; c1] " in pre
-    assert "- c1: the protocol behind this row is not stated in any source here" in md
-    assert lines["ResNet-18|SFP 30% pre-trained"].count("| unconfirmed ") == 5  # no source: never guessed
-    for variant in ("scratch", "pre-trained"):  # the two transcriptions, assigned to neither row
-        r101 = lines[f"ResNet-101|SFP 30% {variant}"]
-        assert "| 77.03 or 77.51 (unassigned) [SB] " in r101 and "| 93.46 or 93.71 (unassigned) [SB] " in r101
-        assert "| -0.20 (unconfirmed) [SFP-abs] " in r101 and "43.49 !" in r101 and "missing 1" in r101
-        assert "77.03 [SB]" not in r101 and "77.51 [SB]" not in r101
-    assert "abstract: '+0.2% top-5' on ResNet-101 (variant not stated)" in md
+    assert "- Verdict: 8 rows: reproduced 0, not reproduced 0, inconclusive 0, not run 7, context only 1" in md
+    lines = _main(md)
+    r50 = lines["ResNet-50|N"]
+    # SFP's layout: baseline, pruned, drop, FLOPs (paper / ours), verdict; top-1/top-5 pairs; source letters
+    assert r50[3:10] == ["76.15/92.87<sup>a</sup>", "not run", "74.61/92.06<sup>a</sup>", "not run",
+                         "1.54/0.81<sup>a</sup>", "not run", r50[9]] and r50[11] == "not run"
+    n = r50[9].split(",")[-1].removesuffix("</sup>")
+    assert r50[9].startswith("41.8<sup>a,") and f"- {n}: ResNet-50 SFP 30%: printed FLOPs↓ 41.8, but the paper's " \
+        "own float convention counted correctly gives 41.15" in md
+    assert "ResNet-34 SFP 30%: printed" not in md  # agrees with the count: no footnote
+    pre = lines["ResNet-50|Y"]
+    assert pre[5].startswith("62.14/84.60<sup>a,1") and pre[11].startswith("context only<sup>")
+    assert "- 1: the protocol behind this row is not stated in any source here" in md
+    assert lines["ResNet-18|Y"][5].startswith("—<sup>")  # no source: never guessed
+    # ResNet-101: the two transcribed rows once, assigned to neither; the top-5 drop's candidates
+    assert lines["ResNet-101|N"][5].startswith("77.03/93.46 or 77.51/93.71<sup>b,")
+    assert lines["ResNet-101|N"][7].startswith("0.34/0.10 or -0.14/-0.15<sup>b,")
+    assert lines["ResNet-101|Y"][5].startswith("as above<sup>")
+    assert "it fits the row 77.51 / 93.71 (93.56 → 93.71, +0.15), not 77.03 / 93.46" in md
     assert "- [SB] D. Blalock" in md and "repository JJGO/shrinkbench, file analysis/assets/existing-results/" in md
     # footer: every expected run folder with its config hash
     assert md.count("| missing  |") == 12 and "table2/resnet50-imagenet-sfp0.3-e100-s0-" in md
     tex = files[".tex"].read_text()
-    assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"41.15 !", r"$\pm$" if "±" in md else ""))
+    assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){4-5}"))
+    assert tex.count(r"\begin{table}") == 1
     rows = list(csv.DictReader(io.StringIO(files[".csv"].read_text())))
     f50 = [r for r in rows if r["row"] == "resnet50/sfp-scratch" and r["metric"] == "flops_reduction_float"][0]
-    assert (f50["paper"], f50["ours_mean"], f50["delta"]) == ("41.8000", "41.1538", "-0.6462")
+    assert (f50["paper"], f50["ours_mean"], f50["diff"]) == ("41.8000", "41.1538", "-0.6462")
     assert files[".png"].stat().st_size > 10_000
 
 
@@ -62,7 +80,7 @@ def test_check_cli_passes_then_fails_on_a_hand_edited_cell(empty_table2, capsys)
     md = files[".md"]
     original = md.read_text()
     try:
-        md.write_text(original.replace("| 74.61 ", "| 75.61 ", 1))
+        md.write_text(original.replace("| 74.61/", "| 75.61/", 1))
         capsys.readouterr()
         assert tables.main(argv) == 1
         err = capsys.readouterr().err
@@ -119,3 +137,46 @@ def test_relaunch_submits_nothing_and_table_is_byte_identical(tiny, capsys):
     problems = tables.check(spec, root, out, smoke=True)
     assert len(problems) == 1 and "done 2/1" in problems[0]
     md.write_bytes(before["tiny.md"])
+
+
+# ---------------------------------------------------------------------------- the committed tables
+COMMITTED = sorted((REPO / "tables").glob("*.md"))
+MAX_MAIN_COLUMNS = 12
+# A page: A4 with 2 cm margins (article class, booktabs); a box wider than this by more is a failure.
+PAGE = r"\documentclass{article}\usepackage[a4paper,margin=2cm]{geometry}\usepackage{booktabs}"
+OVERFULL_PT = 10.0
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_every_main_table_has_at_most_12_columns(path):
+    header = next(ln for ln in path.read_text().splitlines() if ln.startswith("| Depth"))
+    assert len(header.split("|")[1:-1]) <= MAX_MAIN_COLUMNS
+
+
+def _pdflatex() -> str:
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        msg = "pdflatex is missing (scripts/setup.sh --slurm installs TeX Live's Debian packages)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but " + msg)
+        pytest.skip(msg)
+    return exe
+
+
+def assert_compiles_and_fits(path: Path, tmp_path: Path) -> None:
+    """pdflatex compiles the table on an A4 page without a box wider than the page by > OVERFULL_PT."""
+    exe = _pdflatex()
+    doc = tmp_path / "doc.tex"
+    doc.write_text(PAGE + "\n\\begin{document}\n\\input{" + str(path) + "}\n\\end{document}\n")
+    r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert r.returncode == 0, log[-3000:]
+    wide = [float(x) for x in re.findall(r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)", log)]
+    assert all(w <= OVERFULL_PT for w in wide), wide
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tables").glob("*.tex")), ids=lambda p: p.name)
+def test_every_tex_table_compiles_and_fits_the_page(path, tmp_path):
+    assert_compiles_and_fits(path, tmp_path)

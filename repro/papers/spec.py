@@ -31,6 +31,8 @@ class PaperValue:
     caveat: what a reader must know about this number (a transcription slip, an unstated protocol).
     candidates: numbers a source prints for this cell without saying which of them belongs to it
             (an unconfirmed cell only; shown as such, never as the cell's value).
+    context: why this number is shown for context only, never judged (e.g. no source states the
+            protocol behind it); empty: a verdict may compare against it.
     Equality compares the numbers only (value, std, confirmed, note, candidates), not where they
     were read.
     """
@@ -41,6 +43,7 @@ class PaperValue:
     source: str = field(default="", compare=False)
     caveat: str = field(default="", compare=False)
     candidates: tuple[float, ...] = ()
+    context: str = field(default="", compare=False)
 
     def __post_init__(self):
         if self.confirmed and self.value is None:
@@ -57,9 +60,10 @@ class PaperValue:
 
 
 def paper(value: float, std: float | None = None, note: str = "", *, source: str = "",
-          caveat: str = "") -> PaperValue:
-    """A value a source prints for the cell (the paper, or a reprint / transcription of it)."""
-    return PaperValue(value, std, True, note, source, caveat)
+          caveat: str = "", context: str = "") -> PaperValue:
+    """A value a source prints for the cell (the paper, or a reprint / transcription of it);
+    `context`: why it is shown for context only (no verdict against it)."""
+    return PaperValue(value, std, True, note, source, caveat, context=context)
 
 
 def unconfirmed(note: str, value: float | None = None, *, source: str = "",

@@ -1,6 +1,5 @@
-"""The cells of a table, as text: paper value with its source, ours, Δ, verdict, FLOPs three ways,
-speed-ups, status; and the notes and legend under it. Pure functions of the collected rows, shared
-by the Markdown, LaTeX and CSV renderers (``render``), so the three say the same thing."""
+"""Formatting helpers for a table's cells (numbers, paper values, FLOPs flags, speed-ups, status) and
+the notes under it. Pure functions of the collected rows, shared by ``layout`` and the renderers."""
 from __future__ import annotations
 
 import math
@@ -9,20 +8,19 @@ from dataclasses import dataclass
 from repro.papers.spec import METRIC_LABELS, PaperValue, TableSpec
 
 from .collect import RowResult
-from .legend import Legend
-from .verdict import Verdict, judge
 
 FLOPS_TOLERANCE = 0.05  # points; a printed FLOPs value further than this from the count is flagged
 SNF_TOLERANCE = 0.1     # points; an SNF run must meet its FLOPs target this closely (docs/papers.md)
 CHANCE = "at chance"    # after an accuracy whose runs sit within chance level (collect.at_chance)
 
-LEGEND = ("ours = mean ± sample std (n finished runs); Δ = ours − paper; drop = baseline − pruned "
-          "(points, positive = worse); FLOPs↓ in percent of conv multiply-accumulates: 'paper' as "
-          "printed, 'float conv.' = the papers' float keep-ratio convention counted correctly, "
-          "'actual' = the integer filter counts the masks really keep (SNF: measured); speed-up "
-          "'measured' = dense latency / delivered-model latency as each run timed it, 'MACs' = "
-          "baseline conv MACs / delivered conv MACs (the theoretical speed-up); "
-          f"'{CHANCE}' = a run's accuracy is within 2 binomial std of guessing (100/classes).")
+LEGEND = ("ours = mean ± sample std of the finished runs (their number: the run details); drop = "
+          "baseline − pruned (points, positive = worse; ours paired by seed where the pruned run starts "
+          "from that seed's baseline); FLOPs↓ in percent of conv multiply-accumulates: 'paper' as printed, "
+          "'ours' = what the delivered models keep (the integer filter counts; SNF: measured), 'float conv.' "
+          "(run details) = the papers' float keep-ratio convention counted correctly; speed-up 'measured' "
+          "= dense latency / delivered-model latency as each run timed it, 'MACs' = baseline conv MACs / "
+          f"delivered conv MACs (the theoretical speed-up); '{CHANCE}' = a run's accuracy is within 2 "
+          "binomial std of guessing (100/classes).")
 
 
 def num(x: float | None, nd: int = 2) -> str:
@@ -41,41 +39,6 @@ def fmt_paper(pv: PaperValue | None, nd: int = 2) -> str:
             return " or ".join(num(c, nd) for c in pv.candidates) + " (unassigned)"
         return "unconfirmed" if pv.value is None else f"{num(pv.value, nd)} (unconfirmed)"
     return num(pv.value, nd) + (f" ± {num(pv.std, nd)}" if pv.std is not None else "")
-
-
-def with_source(text: str, pv: PaperValue | None, legend: Legend) -> str:
-    mark = legend.mark(pv)
-    return f"{text} {mark}" if text and mark else text
-
-
-def fmt_ours(rr: RowResult, metric: str) -> str:
-    if metric.endswith("_drop"):
-        return num(rr.mean(metric)) if rr.values.get(metric) else "—"
-    n = len(rr.values.get(metric) or [])
-    if n == 0:
-        return "—"
-    s = rr.std(metric)
-    text = num(rr.mean(metric)) + (f" ± {num(s)}" if s is not None else "") + f" ({n})"
-    k = rr.chance_runs(metric)
-    return text + (f" {CHANCE}" + (f" ({k} of {n})" if k != n else "") if k else "")
-
-
-def delta(rr: RowResult, metric: str) -> float | None:
-    pv = rr.row.paper.get(metric)
-    ours = rr.mean(metric)
-    if pv is None or pv.value is None or not pv.confirmed or ours is None:
-        return None
-    return ours - pv.value
-
-
-def verdict_of(spec: TableSpec, rr: RowResult, metric: str, smoke: bool) -> Verdict | None:
-    if smoke:  # a miniature run is not comparable to the paper: no verdict at all
-        return None
-    return judge(rr.row.paper.get(metric), rr.mean(metric), rr.std(metric), rr.n.get(metric, 0), spec.paper_runs)
-
-
-def all_verdicts(spec: TableSpec, rows: list[RowResult], smoke: bool) -> list[Verdict]:
-    return [v for rr in rows for m in spec.metrics if (v := verdict_of(spec, rr, m, smoke)) is not None]
 
 
 def flops_mismatch(rr: RowResult) -> bool:
@@ -110,40 +73,10 @@ def status_text(rr: RowResult) -> str:
     parts = [f"done {rr.count('done')}/{n}"] if rr.count("done") else []
     for st in ("running", "failed", "missing"):
         if rr.count(st):
-            parts.append(f"{st} {rr.count(st)}")
+            parts.append(f"{'not run' if st == 'missing' else st} {rr.count(st)}")
     reasons = sorted({r.detail for r in rr.runs if r.status == "failed" and r.detail})
     text = ", ".join(parts)
     return text + (f" ({'; '.join(reasons)})" if reasons else "")
-
-
-def columns(spec: TableSpec) -> list[str]:
-    cols = ["Model", "Variant"]
-    for m in spec.metrics:
-        lab = METRIC_LABELS[m]
-        cols += [f"{lab} paper", f"{lab} ours"] + ([f"{lab} Δ"] if not m.endswith("_drop") else [])
-        cols.append(f"{lab} verdict")
-    return cols + ["FLOPs↓ paper", "FLOPs↓ float conv.", "FLOPs↓ actual", "Speed-up measured",
-                   "Speed-up MACs", "Status"]
-
-
-def row_cells(spec: TableSpec, rr: RowResult, smoke: bool, legend: Legend) -> list[str]:
-    cells = [rr.row.model, rr.row.variant]
-    for m in spec.metrics:
-        pv = rr.row.paper.get(m)
-        cells += [with_source(fmt_paper(pv), pv, legend), fmt_ours(rr, m)]
-        if not m.endswith("_drop"):
-            d = None if smoke else delta(rr, m)  # a miniature run is not comparable: no Δ
-            cells.append("" if d is None else f"{d:+.2f}")
-        v = verdict_of(spec, rr, m, smoke)
-        cells.append("" if v is None else v.text())
-    fpv = rr.row.flops_paper
-    fp = with_source(fmt_printed(fpv), fpv, legend) if fpv else ("0" if is_baseline(rr) else "")
-    ff = "" if rr.flops_float is None else num(rr.flops_float) + (" !" if flops_mismatch(rr) else "")
-    fa = "" if rr.flops_actual is None else num(rr.flops_actual) + (" !" if target_missed(rr) else "")
-    if is_baseline(rr):
-        ff, fa = "0", "0"
-    return cells + [fp, ff, fa, fmt_speedup(rr, rr.speedup_measured), fmt_speedup(rr, rr.speedup_macs),
-                    status_text(rr)]
 
 
 def fmt_printed(pv: PaperValue) -> str:
@@ -186,33 +119,13 @@ def _latency_note(rows: list[RowResult]) -> str | None:
 
 
 def notes(spec: TableSpec, rows: list[RowResult]) -> list[str]:
+    """The table's own notes and what the runs measured that the cells do not say."""
     out = list(spec.notes)
-    unconf: dict[str, dict[str, list[str]]] = {}  # note -> row label -> metric labels
     for rr in rows:
-        label = f"{rr.row.model} {rr.row.variant}"
-        cells = [(METRIC_LABELS[m], pv) for m, pv in rr.row.paper.items()]
-        if rr.row.flops_paper is not None:
-            cells.append(("FLOPs↓", rr.row.flops_paper))
-        for mlabel, pv in cells:
-            if not pv.confirmed:
-                unconf.setdefault(pv.note or "not confirmed", {}).setdefault(label, []).append(mlabel)
-    for note, by_row in unconf.items():
-        where = "; ".join(f"{r} ({', '.join(ms)})" for r, ms in by_row.items())
-        out.append(f"Unconfirmed paper cells — {note}: {where}.")
-    for rr in rows:
-        if flops_mismatch(rr):
-            out.append(f"{rr.row.model} {rr.row.variant}: FLOPs↓ printed {rr.row.flops_paper.value:.1f} but the "
-                       f"paper's own convention gives {rr.flops_float:.2f} (flagged !).")
-        if target_missed(rr):
-            out.append(f"{rr.row.model} {rr.row.variant}: the runs reached FLOPs↓ {rr.flops_measured:.2f}, "
-                       f"more than {SNF_TOLERANCE} points from the target {rr.row.flops_target:g} (flagged !).")
         if rr.row.prune_rate and rr.flops_measured is not None and rr.flops_actual is not None and \
                 abs(rr.flops_measured - rr.flops_actual) > FLOPS_TOLERANCE:
             out.append(f"{rr.row.model} {rr.row.variant}: the runs measured FLOPs↓ {rr.flops_measured:.2f}, "
                        f"the count gives {rr.flops_actual:.2f}.")
-    for c in chance_cells(spec, rows):
-        out.append(f"{c.label}, {c.metric}: {c.runs} of {c.of} finished runs within chance level "
-                   f"(a broken run, not a result).")
     if (lat := _latency_note(rows)) is not None:
         out.append(lat)
     return list(dict.fromkeys(out))  # the same note may come from many cells: once, in order

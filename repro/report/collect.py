@@ -40,6 +40,7 @@ class RunCell:
     finished: str = ""
     cost: cost.Cost = cost.Cost(None)   # measured from the folder
     estimate: float | None = None       # the launcher's GPU-hours estimate (None: a miniature run)
+    seed: int = 0
 
     def at_chance(self, metric: str) -> bool | None:
         """Is this run's accuracy within chance level? None when the run does not say enough."""
@@ -50,7 +51,9 @@ class RunCell:
 class RowResult:
     row: Row
     runs: list[RunCell]
-    values: dict[str, list[float]]            # metric -> values of done runs
+    values: dict[str, list[float]]            # metric -> values of done runs (accuracies only)
+    by_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value
+    base: "RowResult | None" = None           # the row its drops are measured against
     flops_float: float | None = None          # paper convention, counted correctly
     flops_actual: float | None = None         # integer filters (SFP: computed; SNF: measured)
     flops_measured: float | None = None       # mean of the runs' result.json flops_reduction
@@ -113,9 +116,8 @@ def _env(run_dir: Path) -> dict:
 
 def _finish_time(run_dir: Path, res: dict) -> str:
     """When the run finished: result.json's own field if the trainer wrote one, else its mtime (UTC)."""
-    for k in ("finished", "finished_at", "end_time"):
-        if res.get(k):
-            return str(res[k])
+    if res.get("finished"):
+        return str(res["finished"])
     ts = (run_dir / "result.json").stat().st_mtime
     return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -136,7 +138,7 @@ def collect(spec: TableSpec, root: str | Path, smoke: bool = False) -> list[RowR
                        else str(pl.run_dir), config_hash(pl.cfg), status, detail, res,
                        _finish_time(pl.run_dir, res) if status == "done" else "",
                        cost.measured(res, _env(pl.run_dir)) if res else cost.Cost(None),
-                       None if smoke else pl.gpu_hours)  # a miniature's epochs are not the estimate's
+                       None if smoke else pl.gpu_hours, pl.run.seed)  # a miniature's epochs are not the estimate's
         cells.setdefault(pl.run.row.key, []).append(cell)
     out = []
     for row in spec.rows:
@@ -144,8 +146,10 @@ def collect(spec: TableSpec, root: str | Path, smoke: bool = False) -> list[RowR
             continue
         runs = cells[row.key]
         done = [r.result for r in runs if r.status == "done"]
-        values = {m: [float(d[k]) for d in done if d.get(k) is not None] for m, k in RESULT_KEYS.items()}
-        rr = RowResult(row, runs, values, n={m: len(v) for m, v in values.items()})
+        by_seed = {m: {r.seed: float(r.result[k]) for r in runs if r.status == "done" and r.result.get(k) is not None}
+                   for m, k in RESULT_KEYS.items()}
+        values = {m: list(v.values()) for m, v in by_seed.items()}
+        rr = RowResult(row, runs, values, by_seed, n={m: len(v) for m, v in values.items()})
         _speedups(rr, done)
         res_px = next((pl.cfg.data.resolution for pl in p.runs if pl.run.row.key == row.key), None)
         measured = [float(d["flops_reduction"]) for d in done if d.get("flops_reduction") is not None]
@@ -158,11 +162,6 @@ def collect(spec: TableSpec, root: str | Path, smoke: bool = False) -> list[RowR
             rr.flops_actual = rr.flops_measured
         out.append(rr)
     by_key = {rr.row.key: rr for rr in out}
-    for rr in out:  # drops: baseline mean - this row's mean, per accuracy metric
-        base = by_key.get(rr.row.baseline) if rr.row.baseline else None
-        for m in ("top1", "top5"):
-            if base is not None and base.mean(m) is not None and rr.mean(m) is not None:
-                rr.values[f"{m}_drop"] = [base.mean(m) - rr.mean(m)]
-            if base is not None:
-                rr.n[f"{m}_drop"] = min(base.n.get(m, 0), rr.n.get(m, 0))
+    for rr in out:  # drops (baseline - pruned) are built from both rows by repro.report.evidence
+        rr.base = by_key.get(rr.row.baseline) if rr.row.baseline else None
     return out
