@@ -40,21 +40,15 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
 
 
-def write_tmp(tmp: Path, data: bytes) -> None:
-    """Write and fsync ``data`` into the temporary file (a seam the test suite's fault injection
-    wraps to pause half-way through a write; see tests/plugins/pause.py)."""
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        write_tmp(tmp, data)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:  # an error (disk full, ...): leave no partial file; a kill -9 leaves one, see clean_tmp
         tmp.unlink(missing_ok=True)

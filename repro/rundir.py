@@ -34,6 +34,7 @@ CONFIG, ENV, METRICS, CHECKPOINT, RESULT, MODEL, WANDB_ID, LOCK, LOGS = (
 # prune.init_from naming a finished sibling run folder: "run:<its folder name>" (repro.engine.init
 # resolves it; the table planner writes it, so names and hashes never depend on where runs live)
 RUN_PREFIX = "run:"
+CHECKPOINT_FORMAT = "prunerepro-checkpoint-v1"  # checkpoint.pt's "format" (repro.engine.checkpoint)
 # result.json keys that must be numbers when present (the table builder computes with them)
 NUMERIC = ("val_top1", "val_top5", "val_loss", "flops_reduction", "dense_val_top1", "dense_val_top5",
            "soft_val_top1", "pruned_val_top1", "train_loss", "train_top1", "wall_s")
@@ -70,12 +71,17 @@ def prepare(run_dir: Path, cfg: Config) -> str:
     refused: silently mixing two runs' checkpoints and metrics would corrupt both.
     """
     check_config(run_dir, cfg)
-    make_folder(run_dir)
-    if not (run_dir / CONFIG).exists():
-        atomic_write_json(run_dir / CONFIG, cfg.to_dict())
+    write_config(run_dir, cfg)
     if done_result(run_dir, cfg) is not None:
         return "done"
     return "resume" if (run_dir / CHECKPOINT).exists() else "new"
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    """Create the folder and write config.json unless it is there (``check_config`` said whose)."""
+    make_folder(run_dir)
+    if not (run_dir / CONFIG).exists():
+        atomic_write_json(run_dir / CONFIG, cfg.to_dict())
 
 
 def check_config(run_dir: Path, cfg: Config) -> None:
@@ -92,7 +98,7 @@ def check_config(run_dir: Path, cfg: Config) -> None:
         shown = ", ".join(f"{k}: folder has {a!r}, requested {b!r}" for k, a, b in
                           ((k, *v) for k, v in list(diff.items())[:4]))
         raise RunDirError(f"run folder {run_dir} holds a different run ({shown}); refusing to overwrite "
-                          "it - use another --run-dir")
+                          "it - move it away or use another --run-dir")
 
 
 def make_folder(run_dir: Path) -> None:

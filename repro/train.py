@@ -30,65 +30,65 @@ from repro.config import Config, ConfigError, config_hash, help_text, run_name
 from repro.engine import setup
 from repro.engine.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Preempted, RunEnvironmentError,
                                  TrainingFailed, stopped)
+from repro.engine.init import StartingPoint
 from repro.engine.logs import RunLogging
-from repro.engine.loop import Session, execute, release
+from repro.engine.loop import execute
+from repro.engine.precision import Precision
 from repro.engine.signals import StopFlag
+from repro.engine.state import Attempt, Position
 
 log = logging.getLogger("repro.train")
 
 __all__ = ["run", "main", "Preempted", "TrainingFailed", "RunEnvironmentError"]
 
 
-def _record_failure(s: Session, e: BaseException) -> None:
+def _record_failure(a: Attempt, pos: Position, e: BaseException) -> None:
     reason = f"{type(e).__name__}: {e}".splitlines()[0]
     log.error("run failed: %s", reason)
-    if s.is_main:
-        rundir.write_result(s.run_dir, {"status": "failed", "reason": reason, "run_name": run_name(s.cfg),
-                                        "config_hash": config_hash(s.cfg), "wall_s": s.wall()})
-    if s.wandb is not None:
-        s.wandb.finish(exit_code=EXIT_FAILED)
+    if a.is_main:
+        rundir.write_result(a.run_dir, {"status": "failed", "reason": reason, "run_name": run_name(a.cfg),
+                                        "config_hash": config_hash(a.cfg), "wall_s": pos.wall()})
+    if a.wandb is not None:
+        a.wandb.finish(exit_code=EXIT_FAILED)
 
 
-def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag) -> dict:
+def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, start: StartingPoint) -> dict:
     """Inside the process group: lock and prepare the folder, then the loop."""
     state, info, held = setup.prepare_folder(cfg, run_dir, denv)
     try:
         if state == "done":
-            return rundir.read_result(run_dir)
-        return _train(cfg, run_dir, denv, device, stop, info)
+            return info["result"]
+        return _train(Attempt(cfg, run_dir, denv, device, Precision(cfg, device), stop), info, start)
     finally:
         if held is not None:
             held.release()
 
 
-def _train(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, info: dict) -> dict:
-    logs = RunLogging(run_dir, denv.rank)
-    session = None
+def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
+    logs = RunLogging(a.run_dir, a.denv.rank)
+    pos = Position()
     try:
-        if info and info.get("prev"):
+        if info.get("prev"):
             log.warning("previous attempt did not end done (%s); retrying from the last checkpoint",
                         info["prev"].get("reason") or "its model.pt is missing")
-        if info and info.get("removed"):
+        if info.get("removed"):
             log.info("removed partial files of a killed writer: %s", ", ".join(info["removed"]))
-        session = Session(cfg, run_dir, denv, device, stop=stop, ckpt=(info or {}).get("ckpt"))
         try:
-            result = execute(session)
+            result = execute(a, pos, info.pop("ckpt", None), start)
         except (Preempted, KeyboardInterrupt):
             raise
         except OSError as e:
             # The machine, not the run: a full disk, a vanished mount. The last good checkpoint is
             # kept and no "failed" result is written (it could not be, or would hide a resumable run).
-            raise RunEnvironmentError(f"{e.filename or run_dir}: {e.strerror or e}; the last good checkpoint "
+            raise RunEnvironmentError(f"{e.filename or a.run_dir}: {e.strerror or e}; the last good checkpoint "
                                       "is kept - fix this and run again to resume") from None
         except Exception as e:
-            _record_failure(session, e)
+            _record_failure(a, pos, e)
             raise
-        if session.wandb is not None:
-            session.wandb.finish(exit_code=0)
+        if a.wandb is not None:
+            a.wandb.finish(exit_code=0)
         return result
     finally:
-        if session is not None:
-            release(session)  # before run() leaves the process group
         logs.close()
 
 
@@ -104,10 +104,9 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
     stop = StopFlag()
     stop.install()  # first: from here on a stop signal never kills the process half-way
     try:
-        setup.load_plugins()
         run_dir = Path(run_dir).resolve()
         denv = dist.detect()
-        setup.preflight(cfg, run_dir, denv)
+        start = setup.preflight(cfg, run_dir, denv)
         # Finished runs return at once, before any process group or lock.
         res = rundir.done_result(run_dir, cfg) if run_dir.is_dir() else None
         if res is not None:
@@ -120,7 +119,7 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
         with setup.process_switches(cfg):
             dist.init(denv, device)
             try:
-                return _run_here(cfg, run_dir, denv, device, stop)
+                return _run_here(cfg, run_dir, denv, device, stop, start)
             finally:
                 if owns_group:
                     dist.teardown()

@@ -22,17 +22,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable  # the project's .venv python: SLURM jobs run it too (submitit uses it)
-PAUSE_PLUGIN = REPO / "tests" / "plugins" / "pause.py"
+PLUGINS = REPO / "tests" / "plugins"
+PAUSE_PLUGIN = PLUGINS / "pause.py"
+
+
+def with_plugins(*plugins: Path) -> dict:
+    """Environment that loads the test plugins (tests/plugins/*.py) into every Python process
+    started with it - the trainer, torchrun's workers, the launcher and its jobs - through
+    tests/plugins/site/sitecustomize.py (on PYTHONPATH) and PRUNEREPRO_TEST_PLUGINS. The product
+    has no hook for them: they wrap its public functions."""
+    path = os.pathsep.join(filter(None, [str(PLUGINS / "site"), os.environ.get("PYTHONPATH", "")]))
+    return {"PYTHONPATH": path, "PRUNEREPRO_TEST_PLUGINS": os.pathsep.join(map(str, plugins))}
 
 
 def pause_at_step(step: int, seconds: float) -> dict:
     """Environment that makes a trainer pause after optimizer step ``step`` (tests/plugins/pause.py)."""
-    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": f"{step}:{seconds}"}
+    return {**with_plugins(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": f"{step}:{seconds}"}
 
 
 def pause_in_write(name: str, seconds: float, nth: int = 1) -> dict:
     """Environment that makes the ``nth`` atomic write of file ``name`` pause half-way."""
-    return {"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_WRITE": f"{name}:{seconds}:{nth}"}
+    return {**with_plugins(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_WRITE": f"{name}:{seconds}:{nth}"}
+
+
+def pause_in_phase(phase: str, seconds: float) -> dict:
+    """Environment that makes rank 0 pause at the start of ``phase`` (startup | final)."""
+    return {**with_plugins(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_PHASE": f"{phase}:{seconds}"}
 
 _WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
                "WANDB_DATA_DIR", "WANDB_BASE_URL", "WANDB_ERROR_REPORTING", "WANDB_SILENT",

@@ -21,13 +21,13 @@ import pytest
 import torch
 
 from repro import rundir
-from conftest import PAUSE_PLUGIN, REPO, pause_at_step
+from conftest import PAUSE_PLUGIN, PLUGINS, REPO, pause_at_step, with_plugins
 from tests.test_train import TINY, cli, popen, wait_for
 
-SIGNALS_PLUGIN = REPO / "tests" / "plugins" / "signals.py"
-GROUP_HOLDERS_PLUGIN = REPO / "tests" / "plugins" / "group_holders.py"
+SIGNALS_PLUGIN = PLUGINS / "signals.py"
+GROUP_HOLDERS_PLUGIN = PLUGINS / "group_holders.py"
 # signals to chosen ranks, and a count of the DDP wrappers still holding the group at teardown
-PLUGINS = os.pathsep.join([str(SIGNALS_PLUGIN), str(GROUP_HOLDERS_PLUGIN)])
+TWO_PLUGINS = with_plugins(SIGNALS_PLUGIN, GROUP_HOLDERS_PLUGIN)
 GROUP_HOLDERS_LINE = "[group_holders] DDP wrappers alive at teardown:"  # as the plugin prints it
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -80,10 +80,10 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
         # rank 0 only, as epoch 0's evaluation starts (after the epoch's last stop check)
         args = TINY
         plan, where = "0:eval0:SIGTERM", (1, 0, 3)
-    env = {"PRUNEREPRO_PLUGINS": PLUGINS, "PRUNEREPRO_TEST_CHECK_EVERY": "20",
-           "PRUNEREPRO_TEST_SIGNAL_AT": plan}
+    env = {**TWO_PLUGINS, "PRUNEREPRO_TEST_SIGNAL_AT": plan}
     t0 = time.time()
-    ranks = _two_ranks(args + ["--run-dir", str(d)], env, timeout=240)
+    # the CUDA stop-check cadence (every 20 steps), forced on CPU
+    ranks = _two_ranks(args + ["stop_check_every=20", "--run-dir", str(d)], env, timeout=240)
     for rank, (rc, log) in enumerate(ranks):
         assert rc == 75, f"rank {rank}: exit {rc} after {time.time() - t0:.0f}s (None = hung)\n{log[-3000:]}"
     assert "preempted:" in ranks[0][1]  # the one line is rank 0's; every rank exits 75 (above)
@@ -95,7 +95,7 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
     assert _ckpt(d) == where
     assert rundir.read_result(d) is None  # not failed, not done: to be requeued
     # ... and the requeued run finishes from that checkpoint (no signal planned)
-    rest = _two_ranks(args + ["--run-dir", str(d)], {"PRUNEREPRO_PLUGINS": PLUGINS}, timeout=240)
+    rest = _two_ranks(args + ["--run-dir", str(d)], TWO_PLUGINS, timeout=240)
     assert [rc for rc, _ in rest] == [0, 0], rest[0][1][-3000:]
     assert rundir.read_result(d)["status"] == "done"
     assert all(f"{GROUP_HOLDERS_LINE} 0\n" in log for _, log in rest), rest[1][1][-3000:]

@@ -29,7 +29,7 @@ import torch
 
 from repro import io, rundir
 from repro.lock import STALE_ENV, FolderLock, LockHeld, holder
-from conftest import PAUSE_PLUGIN, REPO, pause_at_step, pause_in_write
+from conftest import REPO, pause_at_step, pause_in_phase, pause_in_write
 from tests.test_train import TINY, assert_same_run, cli, popen, wait_for
 
 SFP = TINY + ["prune.method=sfp", "prune.rate=0.3", "log.wandb=disabled"]  # 2 epochs x 3 steps
@@ -77,8 +77,7 @@ def _env(point) -> tuple[dict, str]:
         return pause_at_step(point[1], 300), f"logs/paused-at-step-{point[1]}"
     if point[0] == "write":
         return pause_in_write(point[1], 300, point[2]), f"{point[1]}{io.TMP_MARK}paused"
-    return ({"PRUNEREPRO_PLUGINS": str(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_PHASE": f"{point[1]}:300"},
-            f"logs/paused-in-{point[1]}")
+    return pause_in_phase(point[1], 300), f"logs/paused-in-{point[1]}"
 
 
 def _kill_at(z, d, point, sig) -> tuple[int, str]:

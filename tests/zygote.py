@@ -3,7 +3,8 @@ tests/test_bad_input.py): it imports torch, the trainer, the launcher, the table
 digits data once, then forks one `python -m MODULE ...` or `python SCRIPT ...` per request, so each
 command starts in milliseconds instead of paying the imports again (seconds of CPU on 2 cores,
 mostly torch, scikit-learn and torch's deterministic-mode set-up). The forked command runs as
-`python -m` would run it (runpy, __main__, its own sys.argv and environment).
+`python -m` would run it (runpy, __main__, its own sys.argv and environment, the test plugins its
+environment names loaded as Python's start-up would load them: tests/plugins/site).
 
 Protocol (one JSON object per line): stdin {"argv": ["-m", MODULE, ...] | [SCRIPT, ...], "env":
 {...}, "log": PATH} starts a command with exactly that environment, its stdout and stderr in PATH;
@@ -28,11 +29,16 @@ import repro.tables  # noqa: E402,F401
 import repro.train  # noqa: E402,F401
 from repro.data import digits  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "site"))
+import sitecustomize as _site  # noqa: E402  (tests/plugins/site: the test plugins' loader)
+
+sys.path.pop(0)
 digits.read_split("train"), digits.read_split("val")  # rendered once (cached per process)
 
 
 def _run(argv: list[str]) -> int:
     try:
+        _site.load_plugins()  # what Python's start-up does with tests/plugins/site on PYTHONPATH
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
             sys.modules.pop(argv[1], None)  # preloaded: runpy runs a fresh copy as __main__, like `python -m`

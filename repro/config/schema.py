@@ -220,12 +220,15 @@ class Config(_Section):
     channels_last: bool = key(True, "channels_last memory format on CUDA (ignored on CPU)")
     sync_bn: bool = key(False, "synchronise BatchNorm statistics over ranks (the papers used per-GPU BN; "
                                "on: a DDP run equals one process with the same global batch)")
+    stop_check_every: int = key(0, "training steps between the ranks' agreements on stop signals and divergence; "
+                                   "0 = auto: 1 on CPU, 20 on CUDA (each check waits for the GPU)", identity=False)
 
     def validate(self):
         from repro.models import check_resolution
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         check(self.dtype == "float32" or self.device == "cpu", "dtype", "float64 runs on the CPU only: set device=cpu",
               self.dtype)
+        check(self.stop_check_every >= 0, "stop_check_every", "must be >= 0 (0 = auto)", self.stop_check_every)
         if self.schedule.epochs == 0:  # an evaluation-only run: nothing to train, something to evaluate
             check(self.prune.method == "none" and self.prune.init_from != "", "schedule.epochs",
                   "0 only evaluates a starting model: needs prune.method=none and prune.init_from", 0)

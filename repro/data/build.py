@@ -1,6 +1,7 @@
 """`check_data` and `build_loaders`: the data part's public entry points."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,27 @@ def check_data(cfg) -> None:
 
 
 def _check_betons(folder: Path, cfg) -> dict:
-    """Both .beton files sound, and the data set they hold is ``cfg.name``; returns the identity."""
+    """Both .beton files sound, and the data set they hold is ``cfg.name``; returns the identity.
+    Checked once per process for the same files (a start-up asks several times, every rank)."""
+    from .beton import IDENTITY
+    files = [folder / "train.beton", folder / "val.beton", folder / IDENTITY]
+    return _checked_betons(folder, cfg.name, f"rebuild with `{_write_cmd(cfg)}`", tuple(map(_file_version, files)))
+
+
+def _file_version(path: Path) -> tuple | None:
+    """What tells one version of a file from another: a replaced or rewritten file differs."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_betons(folder: Path, name: str, fix: str, versions: tuple) -> dict:
     from .beton import check_beton, check_identity
-    fix = f"rebuild with `{_write_cmd(cfg)}`"
     counts = {s: check_beton(folder / f"{s}.beton", fix=fix) for s in ("train", "val")}
-    return check_identity(folder, cfg.name, counts, fix)
+    return check_identity(folder, name, counts, fix)
 
 
 def data_classes(cfg) -> int:
@@ -104,16 +121,23 @@ def _beton_labels(path: Path) -> np.ndarray:
     return np.asarray(Reader(str(path)).metadata["f1"])
 
 
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """The images each of ``processes`` ranks gets per step of the global ``batch_size``: the one
+    rule that the global batch divides by the process count (DataError in one line otherwise)."""
+    if batch_size % processes:
+        raise DataError(f"data.batch_size={batch_size} is not divisible by the {processes} processes of this run; "
+                        f"use a multiple of {processes}")
+    return batch_size // processes
+
+
 def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed: int = 0) -> Loaders:
     """Train and val loaders for this rank. `cfg.batch_size` is global: each rank gets
     batch_size // world_size images per batch."""
     check_data(cfg)
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} outside 0..{world_size - 1}")
-    if cfg.batch_size % world_size:
-        raise DataError(f"data.batch_size={cfg.batch_size} is not divisible by the {world_size} ranks")
+    per_rank = per_process_batch(cfg.batch_size, world_size)
     device = torch.device(device)
-    per_rank = cfg.batch_size // world_size
     workers = resolve_workers(cfg.workers, cfg.loader, cuda=device.type == "cuda")
     log.info("%s loader: %d worker(s) per rank (data.workers=%d, %d CPU(s) for this task)", cfg.loader,
              workers, cfg.workers, task_cpus())

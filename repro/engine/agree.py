@@ -1,19 +1,17 @@
 """Where the ranks agree: one collective at fixed points of the run decides, on every rank alike,
 whether training diverged and whether a stop signal arrived (on any rank). The loop calls it
-during and between epochs; ``finish.halt`` calls it before the final phase writes anything."""
+during and between epochs; ``finish.halt`` calls it before the final phase writes anything.
+``stop_here`` is how every rank then stops together."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
 from repro import dist
 
-from .errors import TrainingFailed
-
-if TYPE_CHECKING:
-    from .loop import Session
+from .errors import Preempted, TrainingFailed, stopped
+from .state import Attempt
 
 # The divergence rule: a run has diverged when its training loss is NaN/inf, or when the mean
 # training loss of the epoch so far is above EXPLODED x ln(num_classes). ln(C) is the loss of a
@@ -37,7 +35,7 @@ def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
     return None
 
 
-def agreed_flags(s: "Session", loss_sum: torch.Tensor | None) -> tuple[bool, bool]:
+def agreed_flags(a: Attempt, loss_sum: torch.Tensor | None = None, num_classes: int = 2) -> tuple[bool, bool]:
     """Collective: (some rank's training diverged (divergence_reason), some rank has a stop signal),
     the same on every rank.
 
@@ -45,19 +43,34 @@ def agreed_flags(s: "Session", loss_sum: torch.Tensor | None) -> tuple[bool, boo
     epochs - and never because of its own flag: signals reach the ranks milliseconds apart, and a
     rank that entered this all-reduce while the others were in DDP's gradient all-reduce would hang
     the job. More flags can ride in the same all-reduce (one MAX over a small vector)."""
-    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, s.num_classes) is None else 1.0
-    flags = torch.tensor([bad, 1.0 if s.stop.signum is not None else 0.0], device=s.device)
+    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, num_classes) is None else 1.0
+    flags = torch.tensor([bad, 1.0 if a.stop.signum is not None else 0.0], device=a.device)
     if dist.active():
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
     diverged, stop = flags.tolist()
     return bool(diverged), bool(stop)
 
 
-def stop_check(s: "Session", loss_sum: torch.Tensor | None, where: str) -> bool:
+def stop_check(a: Attempt, loss_sum: torch.Tensor | None, num_classes: int, where: str, lr: float) -> bool:
     """Collective (see agreed_flags): raise TrainingFailed on divergence; True = every rank stops here."""
-    diverged, stop = agreed_flags(s, loss_sum)
+    diverged, stop = agreed_flags(a, loss_sum, num_classes)
     if diverged:
-        why = divergence_reason(loss_sum, s.num_classes) if loss_sum is not None else None
-        raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {s.lr:g}); stopped, "
+        why = divergence_reason(loss_sum, num_classes) if loss_sum is not None else None
+        raise TrainingFailed(f"{why or 'training diverged on another rank'} {where} (lr {lr:g}); stopped, "
                              "the last good checkpoint is kept - lower optim.lr or check the data")
     return bool(stop)
+
+
+def stop_here(a: Attempt, message: str) -> None:
+    """After an agreed stop (every rank comes here together): finish W&B, hand the signal to the
+    handler that was there before ours (e.g. submitit's requeue handler, which exits the process
+    itself), else raise Preempted (SIGINT: Interrupted) with the signal's name + ``message``. A rank
+    that saw no signal itself has nothing to hand on."""
+    if a.wandb is not None:
+        # Never fails: the preemption signal reaches wandb's service process too (SLURM signals
+        # every process of the step) and a dead service must not turn a requeue into a failure.
+        a.wandb.finish(exit_code=Preempted.exit_code)
+    name, signum = a.stop.name, a.stop.signum
+    a.stop.restore()
+    a.stop.chain()
+    raise stopped(signum, f"{name}{message}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,12 +17,11 @@ import torch
 from repro import dist, rundir
 from repro.config import config_hash
 
-if TYPE_CHECKING:
-    from .loop import Session
+from .state import Attempt, Position, Training
 
 log = logging.getLogger(__name__)
 
-FORMAT = "prunerepro-checkpoint-v1"
+FORMAT = rundir.CHECKPOINT_FORMAT
 
 
 def rng_state(device: torch.device) -> dict:
@@ -51,27 +49,23 @@ def seed_rank(seed: int, rank: int) -> None:
     torch.manual_seed(s)
 
 
-def write(s: "Session", epoch: int, batch: int, partial) -> None:
-    """Collective: every rank contributes its RNG state; rank 0 writes the file."""
-    rngs = dist.gather_objects(rng_state(s.device))
-    if s.is_main:
+def write(a: Attempt, t: Training, pos: Position, partial=None) -> None:
+    """Collective: every rank contributes its RNG state; rank 0 writes the file. ``pos`` is the
+    position to resume at; ``partial``: the epoch sums so far when that is mid-epoch."""
+    rngs = dist.gather_objects(rng_state(a.device))
+    if a.is_main:
         state = {
-            "format": FORMAT, "config_hash": config_hash(s.cfg), "arch": s.cfg.model.arch,
-            "num_classes": s.num_classes, "epoch": epoch, "batch": batch, "step": s.step,
-            "world_size": s.denv.world_size, "method": s.method.name,
-            "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-            "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+            "format": FORMAT, "config_hash": config_hash(a.cfg), "arch": a.cfg.model.arch,
+            "num_classes": t.num_classes, "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
+            "world_size": a.denv.world_size, "method": t.method.name,
+            "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "scaler": t.scaler.state_dict() if t.scaler is not None else None,
             "partial": partial.state() if partial is not None else None,
-            "rng": rngs, "wall_s": s.wall(), "last": s.last,
-            **s.method.state_dict(),
+            "rng": rngs, "wall_s": pos.wall(), "last": pos.last,
+            **t.method.state_dict(),
         }
-        rundir.save_checkpoint(s.run_dir, state)
+        rundir.save_checkpoint(a.run_dir, state)
     dist.barrier()
-
-
-def check(ckpt: dict, s: "Session") -> None:
-    """Refuse a checkpoint of another format or another run (before anything is built from it)."""
-    validate(ckpt, s.cfg, s.run_dir, s.denv.world_size)
 
 
 def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
@@ -88,25 +82,23 @@ def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
                                  f"with {ckpt.get('world_size')}, not {world_size}")
 
 
-def restore(ckpt: dict, s: "Session") -> None:
-    """Continue where the checkpoint stopped: weights, optimizer, position, RNG, method state."""
-    s.model.load_state_dict(ckpt["model"])
-    s.optimizer.load_state_dict(ckpt["optimizer"])
-    if s.scaler is not None and ckpt.get("scaler"):
-        s.scaler.load_state_dict(ckpt["scaler"])
-    s.method.load_state_dict(ckpt)
-    s.epoch, s.batch, s.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-    s.wall_before = ckpt["wall_s"]
-    s.last = ckpt.get("last") or {}
-    same_world = ckpt["world_size"] == s.denv.world_size
-    if s.batch and not same_world:
-        raise rundir.RunDirError(f"the checkpoint was taken mid-epoch with {ckpt['world_size']} processes; "
-                                 f"resume it with {ckpt['world_size']}, not {s.denv.world_size}")
-    s.partial = ckpt["partial"]
-    if same_world:
-        set_rng_state(ckpt["rng"][s.denv.rank], s.device)
-    else:  # epoch boundary: nothing random is in flight, reseed per rank
+def resume_position(ckpt: dict, pos: Position) -> None:
+    """Move ``pos`` to where the (validated) checkpoint resumes."""
+    pos.epoch, pos.batch, pos.step, pos.partial = ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["partial"]
+    pos.last, pos.wall_before = ckpt.get("last") or {}, ckpt["wall_s"]
+
+
+def restore(ckpt: dict, a: Attempt, t: Training) -> None:
+    """Continue where the (validated) checkpoint stopped: weights, optimizer, method state, RNG."""
+    t.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    if t.scaler is not None and ckpt.get("scaler"):
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.method.load_state_dict(ckpt)
+    if ckpt["world_size"] == a.denv.world_size:
+        set_rng_state(ckpt["rng"][a.denv.rank], a.device)
+    else:  # an epoch boundary (validate): nothing random is in flight, reseed per rank
         log.warning("resuming with %d processes (checkpoint: %d); per-rank RNG reseeded",
-                    s.denv.world_size, ckpt["world_size"])
-        seed_rank(s.cfg.seed + s.epoch, s.denv.rank)
-    log.info("resumed from checkpoint: epoch %d, batch %d, step %d", s.epoch, s.batch, s.step)
+                    a.denv.world_size, ckpt["world_size"])
+        seed_rank(a.cfg.seed + ckpt["epoch"], a.denv.rank)
+    log.info("resumed from checkpoint: epoch %d, batch %d, step %d", ckpt["epoch"], ckpt["batch"], ckpt["step"])

@@ -24,7 +24,6 @@ from repro.io import dense_state_dict, load_dense_weights, load_torch_file
 from repro.models import DENSE, ChannelSpec, build_model
 from repro.models import torchvision_weights as tv
 
-from .checkpoint import FORMAT as CKPT_FORMAT
 
 
 def resolve(init_from: str, run_dir: Path) -> Path:
@@ -48,16 +47,30 @@ def check_exists(init_from: str, run_dir: Path) -> None:
         raise ConfigError(f"prune.init_from: {resolve(init_from, run_dir)} does not exist")
 
 
-def check_init(init_from: str, run_dir: Path, arch: str, num_classes: int) -> None:
-    """Before the run folder is touched: the starting weights exist, load, are a dense ``arch``
-    with a ``num_classes`` head (every method starts from a dense model)."""
-    if not init_from:
-        return
-    check_exists(init_from, run_dir)
-    model = load_init(init_from, run_dir, arch, num_classes)
-    if model.spec != DENSE:
-        raise ConfigError(f"prune.init_from: {init_from} holds a pruned model ({len(model.spec.convs)} convs "
-                          "narrowed); training starts from a dense one")
+class StartingPoint:
+    """The starting model ``prune.init_from`` names for one run, loaded once per process and
+    checked once: a dense ``arch`` with a ``num_classes`` head (every method starts from a dense
+    model). The pre-flight checks it before the run folder is touched; the method takes it."""
+
+    def __init__(self, init_from: str, run_dir: Path, arch: str, num_classes: int):
+        self.init_from, self.run_dir, self.arch, self.num_classes = init_from, run_dir, arch, num_classes
+        self._model: nn.Module | None = None
+
+    def check(self) -> None:
+        """Load and check it now (ConfigError in one line); kept for ``take``."""
+        if self.init_from and self._model is None:
+            check_exists(self.init_from, self.run_dir)
+            model = load_init(self.init_from, self.run_dir, self.arch, self.num_classes)
+            if model.spec != DENSE:
+                raise ConfigError(f"prune.init_from: {self.init_from} holds a pruned model "
+                                  f"({len(model.spec.convs)} convs narrowed); training starts from a dense one")
+            self._model = model
+
+    def take(self) -> nn.Module | None:
+        """The checked starting model (None without ``prune.init_from``); not kept afterwards."""
+        self.check()
+        model, self._model = self._model, None
+        return model
 
 
 def _torchvision(init_from: str, arch: str) -> nn.Module:
@@ -73,7 +86,7 @@ def _from_payload(path: Path, payload: Any, arch: str, num_classes: int) -> nn.M
     from repro.prune.compact import FORMAT as COMPACT_FORMAT, load_compact
     if isinstance(payload, dict) and payload.get("format") == COMPACT_FORMAT:
         return load_compact(path)
-    if isinstance(payload, dict) and payload.get("format") == CKPT_FORMAT:
+    if isinstance(payload, dict) and payload.get("format") == rundir.CHECKPOINT_FORMAT:
         spec = ChannelSpec.from_json(payload["spec"]) if payload.get("spec") else DENSE
         model = build_model(payload["arch"], num_classes=payload["num_classes"], spec=spec)
         model.load_state_dict(payload["model"])

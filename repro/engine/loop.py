@@ -1,8 +1,10 @@
-"""The generic training loop: build, train an epoch, evaluate, run every epoch. No pruning method
-is named here: what a method does happens in its hooks (``repro.engine.methods``).
+"""The generic training loop: build, one epoch, evaluate, the whole run. No pruning method is
+named here: what a method does happens in its hooks (``repro.engine.methods``).
 
-A ``Session`` holds one run's live objects (model, optimizer, loaders, position); the functions
-below act on it. Rank 0 writes every file of the run folder; every rank runs every collective.
+Read ``run_epoch`` for what happens in one epoch, top to bottom, and ``execute`` for the whole
+run. The run's state lives in ``repro.engine.state`` (Attempt, Position, Training); each function
+takes the parts it needs. Rank 0 writes every file of the run folder; every rank runs every
+collective.
 """
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ import contextlib
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,81 +21,32 @@ from repro import dist, rundir
 from repro.config import Config, run_name
 from repro.metrics import EpochSums
 
-from . import checkpoint
-from .agree import stop_check
-from .errors import Preempted, stopped
+from . import checkpoint, finish
+from .agree import stop_check, stop_here
+from .init import StartingPoint
 from .logs import Progress
-from .methods import Context, Dense, for_config
-from .precision import Precision, exact_float32, full
-from .signals import StopFlag
+from .methods import Context, for_config
+from .precision import exact_float32, full
+from .state import Attempt, Position, Training
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Session:
-    cfg: Config
-    run_dir: Path
-    denv: dist.DistEnv
-    device: torch.device
-    method: Dense = None
-    precision: Precision = None
-    stop: StopFlag = field(default_factory=StopFlag)
-    wandb: Any = None
-    t_start: float = field(default_factory=time.time)
-    wall_before: float = 0.0
-    epoch: int = 0          # the epoch to run next
-    batch: int = 0          # the batch of that epoch to run next
-    step: int = 0           # optimizer steps so far
-    partial: Any = None     # epoch sums of a mid-epoch checkpoint
-    last: dict = field(default_factory=dict)  # the last finished epoch's metrics
-    ckpt: Any = None        # the checkpoint the folder's inspection already read (rank 0), if any
-    lr: float = 0.0
-    # built by build():
-    loaders: Any = None
-    num_classes: int = 0
-    model: nn.Module = None
-    ddp: nn.Module = None
-    optimizer: torch.optim.Optimizer = None
-    scaler: Any = None
-    # Steps between two agreements on the stop/NaN flags (stop_check). A .item() per step is free
-    # on CPU; on CUDA it stalls the stream, so look less often. The same steps on every rank.
-    check_every: int = 1
-
-    def __post_init__(self):
-        self.method = self.method or for_config(self.cfg)
-        self.precision = self.precision or Precision(self.cfg, self.device)
-        self.scaler = self.precision.scaler
-        self.check_every = 1 if self.device.type != "cuda" else 20
-
-    @property
-    def is_main(self) -> bool:
-        return self.denv.is_main
-
-    def wall(self) -> float:
-        return self.wall_before + (time.time() - self.t_start)
-
-    def context(self) -> Context:
-        return Context(self.cfg, self.run_dir, self.device, self.is_main, self.num_classes, self.loaders,
-                       lambda m, **kw: evaluate(self, m, **kw), self.precision.prep,
-                       lambda m: self.precision.on_device(m, self.device))
-
-
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(s: Session, model: nn.Module, *, fp32: bool = False) -> dict[str, float]:
+def evaluate(a: Attempt, loaders, model: nn.Module, *, fp32: bool = False) -> dict[str, float]:
     """Collective: every rank evaluates rank 0's (the saved) model on its share of the val set.
     In the training precision, or with ``fp32`` in true float32 (no autocast, no TF32)."""
     dist.broadcast_buffers_(model)
     model.eval()
-    sums = EpochSums(s.device)
-    limit = s.cfg.schedule.val_batches
+    sums = EpochSums(a.device)
+    limit = a.cfg.schedule.val_batches
     dtype = next(model.parameters()).dtype  # the training model's (dtype=float64) or float32
-    for i, (x, y) in enumerate(s.loaders.val.iterate()):
+    for i, (x, y) in enumerate(loaders.val.iterate()):
         if limit and i >= limit:
             break
-        with s.precision.autocast(enabled=not fp32), exact_float32() if fp32 else contextlib.nullcontext():
-            out = model(s.precision.prep(x).to(dtype))
+        with a.precision.autocast(enabled=not fp32), exact_float32() if fp32 else contextlib.nullcontext():
+            out = model(a.precision.prep(x).to(dtype))
         out = full(out)
         sums.add(F.cross_entropy(out, y), out, y)
     r = sums.reduce()
@@ -104,179 +54,191 @@ def evaluate(s: Session, model: nn.Module, *, fp32: bool = False) -> dict[str, f
 
 
 # ----------------------------------------------------------------------------- build
-def build(s: Session, ckpt: dict | None) -> None:
-    """Loaders, the method's model on its device, optimizer; then resume from ``ckpt`` if given."""
-    cfg = s.cfg
+def begin(a: Attempt, pos: Position, ckpt: dict | None) -> dict | None:
+    """Every rank gets the checkpoint (rank 0: ``ckpt``, the one its inspection of the folder read
+    and checked; the others load and check it), rank 0 records this attempt and trims metrics the
+    checkpoint does not cover, and ``pos`` moves to where the checkpoint resumes. Returns the
+    checkpoint, or None for a fresh run."""
+    ckpt = ckpt if a.is_main else None
+    if dist.broadcast_object(ckpt is not None) and not a.is_main:
+        ckpt = rundir.load_checkpoint(a.run_dir)
+        checkpoint.validate(ckpt, a.cfg, a.run_dir, a.denv.world_size)
+    hosts = dist.gather_objects(dist.hostname())
+    if a.is_main:
+        resumed = None if ckpt is None else {k: ckpt[k] for k in ("epoch", "batch", "step")}
+        rundir.record_attempt(a.run_dir, hosts=hosts, world_size=a.denv.world_size, source=a.denv.source,
+                              device=str(a.device), resumed_from=resumed)
+        if ckpt is not None:
+            rundir.trim_metrics(a.run_dir, ckpt["epoch"])
+        elif (a.run_dir / rundir.METRICS).exists():
+            rundir.trim_metrics(a.run_dir, 0)
+    if ckpt is not None:
+        checkpoint.resume_position(ckpt, pos)
+    return ckpt
+
+
+def method_context(a: Attempt, loaders, num_classes: int, start: StartingPoint) -> Context:
+    return Context(a.cfg, a.run_dir, a.device, a.is_main, num_classes, loaders,
+                   lambda m, **kw: evaluate(a, loaders, m, **kw), a.precision.prep,
+                   lambda m: a.precision.on_device(m, a.device), start)
+
+
+def build(a: Attempt, ckpt: dict | None, start: StartingPoint) -> tuple[Training, Context]:
+    """Loaders, the method's model on its device, optimizer; restored from ``ckpt`` if given;
+    DDP-wrapped when distributed. Returns what training acts on, and the method's view of the run."""
+    cfg = a.cfg
     from repro.data import build_loaders
-    s.loaders = build_loaders(cfg.data, rank=s.denv.rank, world_size=s.denv.world_size, device=s.device,
-                              seed=cfg.seed)
-    s.num_classes = cfg.model.num_classes or s.loaders.num_classes
-    if ckpt is not None:
-        checkpoint.check(ckpt, s)
+    loaders = build_loaders(cfg.data, rank=a.denv.rank, world_size=a.denv.world_size, device=a.device,
+                            seed=cfg.seed)
+    num_classes = cfg.model.num_classes or loaders.num_classes
+    ctx = method_context(a, loaders, num_classes, start)
+    method = for_config(cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = s.method.initial_model(s.context(), ckpt)
-    s.model = s.precision.on_device(model, s.device).to(s.precision.dtype)
-    if cfg.sync_bn and s.denv.distributed:
-        dist.convert_sync_bn(s.model, s.device)
-    s.optimizer = torch.optim.SGD(s.model.parameters(), lr=cfg.lr_at(0), momentum=cfg.optim.momentum,
-                                  nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
-    checkpoint.seed_rank(cfg.seed, s.denv.rank)
-    s.method.attach(s.model, fresh=ckpt is None)
+    model = a.precision.on_device(method.initial_model(ctx, ckpt), a.device).to(a.precision.dtype)
+    if cfg.sync_bn and a.denv.distributed:
+        dist.convert_sync_bn(model, a.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_at(0), momentum=cfg.optim.momentum,
+                                nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+    checkpoint.seed_rank(cfg.seed, a.denv.rank)
+    method.attach(model, fresh=ckpt is None)
+    t = Training(method, loaders, num_classes, model, model, optimizer, a.precision.scaler)
     if ckpt is not None:
-        checkpoint.restore(ckpt, s)
-    s.ddp = s.model
-    if s.denv.distributed:
-        ids = [s.device.index] if s.device.type == "cuda" else None
-        s.ddp = nn.parallel.DistributedDataParallel(s.model, device_ids=ids)
+        checkpoint.restore(ckpt, a, t)
+    if a.denv.distributed:
+        ids = [a.device.index] if a.device.type == "cuda" else None
+        t.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return t, ctx
 
 
-def release(s: Session) -> None:
+def release(t: Training) -> None:
     """Let go of DDP while the process group is still registered; call before leaving the group.
 
     DDP's reducer holds the group. When a run ends by an exception (a stop, a failure), its
-    traceback keeps the Session - and so the reducer - alive past ``dist.teardown``, so the
+    traceback keeps the run's state - and so the reducer - alive past ``dist.teardown``, so the
     group's last reference went when the exception was freed, from the reducer's destructor,
     which keeps the GIL: ProcessGroupGloo's destructor then joins its worker thread while that
     thread waits for the GIL to free the tensors of the last collective. Measured: rank 1 of a
     preempted 2-rank run hung at exit in 2 of 23 runs under load (pytorch/pytorch#56297). Dropped
     here, the reducer is not the last holder; teardown frees the group from Python, which
     releases the GIL first."""
-    s.ddp = None
+    t.ddp = None
     gc.collect()  # in case a reference cycle holds the wrapper
 
 
 # ----------------------------------------------------------------------------- training
-def train_step(s: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(a: Attempt, t: Training, pos: Position, x: torch.Tensor,
+               y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch; returns (loss, logits). Counts the step."""
-    with s.precision.autocast():
-        out = s.ddp(s.precision.prep(x).to(s.precision.dtype))
+    with a.precision.autocast():
+        out = t.ddp(a.precision.prep(x).to(a.precision.dtype))
         loss = F.cross_entropy(full(out), y)
-    s.optimizer.zero_grad(set_to_none=True)
-    if s.scaler is not None and s.scaler.is_enabled():
-        s.scaler.scale(loss).backward()
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None and t.scaler.is_enabled():
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
     else:
         loss.backward()
-        s.optimizer.step()
-    s.step += 1
+        t.optimizer.step()
+    pos.step += 1
     return loss, out
 
 
-def preempt(s: Session, epoch: int, batch: int, sums: EpochSums | None, *, written: bool = False) -> None:
-    """Checkpoint at this step boundary (unless ``written``), hand the signal on, raise Preempted.
-
-    Every rank comes here together (the stop was agreed); a rank that saw no signal itself
-    has nothing to hand on."""
-    log.warning("%s received: checkpointing at epoch %d batch %d (step %d)", s.stop.name, epoch, batch, s.step)
+def preempt(a: Attempt, t: Training, pos: Position, sums: EpochSums | None = None, *, written: bool = False) -> None:
+    """Every rank, after an agreed stop: checkpoint at ``pos`` (unless ``written``; ``sums``: the
+    epoch so far), then stop (``agree.stop_here``)."""
+    log.warning("%s received: checkpointing at epoch %d batch %d (step %d)", a.stop.name, pos.epoch, pos.batch,
+                pos.step)
     if not written:
-        checkpoint.write(s, epoch, batch, sums)
-    if s.wandb is not None:
-        # Never fails: the preemption signal reaches wandb's service process too (SLURM signals
-        # every process of the step) and a dead service must not turn a requeue into a failure.
-        s.wandb.finish(exit_code=Preempted.exit_code)
-    name, signum = s.stop.name, s.stop.signum
-    s.stop.restore()
-    s.stop.chain()  # e.g. submitit's requeue handler (it exits the process itself)
-    raise stopped(signum, f"{name}: checkpoint written at epoch {epoch} batch {batch}; resume by running again")
+        checkpoint.write(a, t, pos, sums)
+    stop_here(a, f": checkpoint written at epoch {pos.epoch} batch {pos.batch}; resume by running again")
 
 
-def train_epoch(s: Session, epoch: int) -> dict[str, float]:
-    cfg = s.cfg
-    s.lr = cfg.lr_at(epoch)
-    for g in s.optimizer.param_groups:
-        g["lr"] = s.lr
-    loader = s.loaders.train
+def epoch_batches(cfg: Config, loader) -> int:
+    """Training batches per epoch and rank (``schedule.train_batches`` caps them; 0 = all)."""
+    return min(len(loader), cfg.schedule.train_batches or len(loader))
+
+
+def record_epoch(a: Attempt, row: dict) -> None:
+    """An epoch's metrics: metrics.jsonl and W&B (rank 0), one log line (every rank)."""
+    if a.is_main:
+        rundir.append_metrics(a.run_dir, row)
+        a.wandb.log(row)
+    log.info("epoch %d/%d lr %g train loss %.4f top1 %.2f | val loss %.4f top1 %.2f top5 %.2f | %.1fs",
+             row["epoch"] + 1, a.cfg.train_epochs, row["lr"], row["train_loss"], row["train_top1"],
+             row["val_loss"], row["val_top1"], row["val_top5"], row["epoch_s"])
+
+
+def run_epoch(a: Attempt, t: Training, pos: Position) -> None:
+    """The epoch at ``pos``, top to bottom: set its lr; train from ``pos``'s batch on (every
+    ``check_every`` steps the ranks agree on divergence and stop signals: a stop checkpoints here
+    and ends the run); the method's epoch-end hook; evaluate; record the metrics; checkpoint at
+    the next epoch's start; stop there if any rank was signalled meanwhile."""
+    cfg, epoch = a.cfg, pos.epoch
+    lr = cfg.lr_at(epoch)
+    for g in t.optimizer.param_groups:
+        g["lr"] = lr
+    loader = t.loaders.train
     loader.set_epoch(epoch)
-    total = len(loader) if not cfg.schedule.train_batches else min(len(loader), cfg.schedule.train_batches)
-    sums = EpochSums(s.device)
-    start = s.batch if epoch == s.epoch else 0
-    if start and s.partial is not None:
-        sums.load(s.partial)
-    s.partial = None
-    s.ddp.train()
-    progress = Progress(total, start, f"epoch {epoch}", s.is_main, cfg.log.every)
+    total, start, sums = epoch_batches(cfg, loader), pos.batch, EpochSums(a.device)
+    if start and pos.partial is not None:
+        sums.load(pos.partial)  # the sums of the batches before a mid-epoch checkpoint
+    pos.partial = None
+    t.ddp.train()
+    progress = Progress(total, start, f"epoch {epoch}", a.is_main, cfg.log.every)
     t0, seen = time.time(), 0
     try:
         for i, (x, y) in enumerate(loader.iterate(start_batch=start), start=start):
             if i >= total:
                 break
-            loss, out = train_step(s, x, y)
+            loss, out = train_step(a, t, pos, x, y)
             sums.add(loss, full(out.detach()), y)
             seen += y.shape[0]
-            progress.update(loss.item() if s.device.type == "cpu" else None)
-            if (i + 1) % s.check_every == 0:  # the same steps on every rank (agree.agreed_flags)
-                if stop_check(s, sums.t, f"at epoch {epoch} batch {i}"):
-                    preempt(s, epoch, i + 1, sums)
+            progress.update(loss.item() if a.device.type == "cpu" else None)
+            if (i + 1) % a.check_every == 0:  # the same steps on every rank (agree.agreed_flags)
+                if stop_check(a, sums.t, t.num_classes, f"at epoch {epoch} batch {i}", lr):
+                    pos.batch = i + 1
+                    preempt(a, t, pos, sums)
     finally:
         progress.close()
-    # NaN check of the epoch's last steps. A stop agreed here waits for run_epoch's agreement, after
+    # NaN check of the epoch's last steps. A stop agreed here waits for the agreement below, after
     # the epoch's evaluation and checkpoint, so that a finished epoch is never trained again.
-    stop_check(s, sums.t, f"in epoch {epoch}")
-    r = sums.reduce()
-    dt = time.time() - t0
-    return {"train_loss": r["loss"], "train_top1": r["top1"], "epoch_s": dt,
-            "imgs_per_s": seen * s.denv.world_size / dt if dt > 0 else float("nan")}
+    stop_check(a, sums.t, t.num_classes, f"in epoch {epoch}", lr)
+    tr, dt = sums.reduce(), time.time() - t0
+    t.method.after_epoch()
+    va = evaluate(a, t.loaders, t.model)
+    pos.last = {"step": pos.step, "epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_top1": tr["top1"],
+                "val_loss": va["val_loss"], "val_top1": va["val_top1"], "val_top5": va["val_top5"], "epoch_s": dt,
+                "imgs_per_s": seen * a.denv.world_size / dt if dt > 0 else float("nan")}
+    record_epoch(a, pos.last)
+    pos.epoch, pos.batch = epoch + 1, 0
+    checkpoint.write(a, t, pos)
+    # The agreed flag decides, not this rank's own: a signal that reached one rank during the
+    # evaluation or the checkpoint must stop every rank here, or the others train on alone.
+    if stop_check(a, None, t.num_classes, f"after epoch {epoch}", lr):
+        preempt(a, t, pos, written=True)
 
 
 # ----------------------------------------------------------------------------- the whole run
-def start(s: Session) -> dict | None:
-    """Load the checkpoint (rank 0 first), record this attempt, trim metrics the checkpoint does
-    not cover. Returns the checkpoint (every rank) or None for a fresh run."""
-    ckpt = (s.ckpt if s.ckpt is not None else rundir.load_checkpoint(s.run_dir)) if s.is_main else None
-    s.ckpt = None  # not kept alive for the whole run
-    has_ckpt = dist.broadcast_object(ckpt is not None)
-    if has_ckpt and not s.is_main:
-        ckpt = rundir.load_checkpoint(s.run_dir)
-    hosts = dist.gather_objects(dist.hostname())
-    if s.is_main:
-        resumed = None if ckpt is None else {k: ckpt[k] for k in ("epoch", "batch", "step")}
-        rundir.record_attempt(s.run_dir, hosts=hosts, world_size=s.denv.world_size, source=s.denv.source,
-                              device=str(s.device), resumed_from=resumed)
-        if ckpt is not None:
-            rundir.trim_metrics(s.run_dir, ckpt["epoch"])
-        elif (s.run_dir / rundir.METRICS).exists():
-            rundir.trim_metrics(s.run_dir, 0)
-    return ckpt
-
-
-def run_epoch(s: Session, epoch: int) -> None:
-    tr = train_epoch(s, epoch)
-    s.method.after_epoch()
-    va = evaluate(s, s.model)
-    s.last = {"step": s.step, "epoch": epoch, "lr": s.lr, "train_loss": tr["train_loss"],
-              "train_top1": tr["train_top1"], "val_loss": va["val_loss"], "val_top1": va["val_top1"],
-              "val_top5": va["val_top5"], "epoch_s": tr["epoch_s"], "imgs_per_s": tr["imgs_per_s"]}
-    if s.is_main:
-        rundir.append_metrics(s.run_dir, s.last)
-        s.wandb.log(s.last)
-    log.info("epoch %d/%d lr %g train loss %.4f top1 %.2f | val loss %.4f top1 %.2f top5 %.2f | %.1fs",
-             epoch + 1, s.cfg.train_epochs, s.lr, tr["train_loss"], tr["train_top1"], va["val_loss"],
-             va["val_top1"], va["val_top5"], tr["epoch_s"])
-    s.epoch, s.batch = epoch + 1, 0
-    checkpoint.write(s, epoch + 1, 0, None)
-    # The agreed flag decides, not this rank's own: a signal that reached one rank during the
-    # evaluation or the checkpoint must stop every rank here, or the others train on alone.
-    if stop_check(s, None, f"after epoch {epoch}"):
-        preempt(s, epoch + 1, 0, None, written=True)
-
-
-def execute(s: Session) -> dict:
-    """The whole run from whatever the folder holds; returns result.json's content."""
+def execute(a: Attempt, pos: Position, ckpt: dict | None, start: StartingPoint) -> dict:
+    """The whole run from whatever the folder holds (``ckpt``: the checkpoint rank 0's inspection
+    of the folder read); returns result.json's content. Leaves ``pos`` where the run stands."""
     from repro.wandb_log import WandbLog
-
-    from .finish import finish, halt
-    cfg = s.cfg
-    s.stop.install()  # (repro.train.run installed it already, at start-up)
-    build(s, start(s))
-    s.wandb = WandbLog(s.run_dir, setting=cfg.log.wandb, project=cfg.log.project, group=cfg.log.group,
-                       name=run_name(cfg), config=cfg.to_dict(), is_main=s.is_main)
-    log.info("run %s: %s, %d epoch(s), %d process(es) on %s, %d train batches/epoch/rank",
-             run_name(cfg), s.method.name, cfg.train_epochs, s.denv.world_size, s.device,
-             min(len(s.loaders.train), cfg.schedule.train_batches or len(s.loaders.train)))
-    if s.method.before_training(s.context(), s.model):
-        checkpoint.write(s, s.epoch, s.batch, None)
-    halt(s, "before training")
-    for epoch in range(s.epoch, cfg.train_epochs):
-        run_epoch(s, epoch)
-    return finish(s)
+    cfg = a.cfg
+    a.stop.install()  # (repro.train.run installed it already, at start-up)
+    t, ctx = build(a, begin(a, pos, ckpt), start)
+    del ckpt  # not kept alive for the whole run
+    try:
+        a.wandb = WandbLog(a.run_dir, setting=cfg.log.wandb, project=cfg.log.project, group=cfg.log.group,
+                           name=run_name(cfg), config=cfg.to_dict(), is_main=a.is_main)
+        log.info("run %s: %s, %d epoch(s), %d process(es) on %s, %d train batches/epoch/rank",
+                 run_name(cfg), t.method.name, cfg.train_epochs, a.denv.world_size, a.device,
+                 epoch_batches(cfg, t.loaders.train))
+        if t.method.before_training(ctx, t.model):
+            checkpoint.write(a, t, pos)
+        finish.halt(a, "before training")
+        while pos.epoch < cfg.train_epochs:
+            run_epoch(a, t, pos)
+        return finish.finish(a, t, pos, ctx)
+    finally:
+        release(t)  # before run() leaves the process group

@@ -1,13 +1,11 @@
 """What happens around the loop before it starts: input checks that need no process group and
 touch nothing (``preflight``), the run folder's lock, inspection and preparation (rank 0, outcome
-shared: ``prepare_folder``), process-wide switches, and start-up plugins."""
+shared: ``prepare_folder``), and process-wide switches."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -18,60 +16,42 @@ from repro.io import clean_tmp
 from repro.lock import FolderLock, LockHeld
 from repro.rundir import FolderInUse, RunDirError
 
-from .init import check_init
+from . import checkpoint
+from .init import StartingPoint
 
 log = logging.getLogger(__name__)
 
-# Instrumentation loaded once at start-up, before anything runs: a list of Python files separated
-# by os.pathsep. The test suite's fault injection (tests/plugins/) uses it to pause a run at a
-# known point; nothing in the production path depends on it.
-PLUGINS_ENV = "PRUNEREPRO_PLUGINS"
-_loaded: set[str] = set()
-
-
-def load_plugins() -> None:
-    for path in filter(None, os.environ.get(PLUGINS_ENV, "").split(os.pathsep)):
-        if path in _loaded:
-            continue
-        spec = importlib.util.spec_from_file_location(f"_prunerepro_plugin_{len(_loaded)}", path)
-        if spec is None or not Path(path).is_file():
-            raise ConfigError(f"{PLUGINS_ENV}: {path} is not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        _loaded.add(path)
-
-
-def preflight(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> None:
+def preflight(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> StartingPoint:
     """Every input error that can be found without touching the run folder (and without a process
     group): the data set and its identity, the head size, the batch split, the starting weights,
-    the folder path. Raises ConfigError / DataError / RunDirError (one line)."""
-    from repro.data import check_data, data_classes
+    the folder path. Raises ConfigError / DataError / RunDirError (one line). Returns the starting
+    point, checked (loaded) here unless the run resumes from its checkpoint."""
+    from repro.data import check_data, data_classes, per_process_batch
     check_data(cfg.data)
-    if cfg.data.batch_size % denv.world_size:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by the {denv.world_size} "
-                          f"processes of this run; use a multiple of {denv.world_size}")
+    per_process_batch(cfg.data.batch_size, denv.world_size)
     classes = data_classes(cfg.data)
     if cfg.model.num_classes and cfg.model.num_classes < classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} is fewer than the {classes} classes of "
                           f"{cfg.data.name}; leave it 0 to take the data's count")
     rundir.check_path(run_dir)
+    start = StartingPoint(cfg.prune.init_from, run_dir, cfg.model.arch, cfg.model.num_classes or classes)
     if not (run_dir / rundir.CHECKPOINT).exists():  # a resumed run starts from its checkpoint instead
-        check_init(cfg.prune.init_from, run_dir, cfg.model.arch, cfg.model.num_classes or classes)
+        start.check()
+    return start
 
 
-def inspect_folder(cfg: Config, run_dir: Path, world_size: int) -> dict | None:
+def inspect_folder(cfg: Config, run_dir: Path, world_size: int) -> tuple[dict | None, dict | None]:
     """Read every file the run folder holds and refuse what is not this run's or is damaged,
-    before anything is written. Returns the checkpoint (None if there is none)."""
+    before anything is written. Returns (the checkpoint, the result if the run is done), None
+    for what is not there."""
     rundir.check_config(run_dir, cfg)
-    rundir.done_result(run_dir, cfg)  # a malformed or foreign result.json is refused
+    done = rundir.done_result(run_dir, cfg)  # a malformed or foreign result.json is refused
     rundir.read_env(run_dir)
     rundir.read_metrics(run_dir)
     ckpt = rundir.load_checkpoint(run_dir)
     if ckpt is not None:
-        from .checkpoint import validate
-        validate(ckpt, cfg, run_dir, world_size)
-    return ckpt
+        checkpoint.validate(ckpt, cfg, run_dir, world_size)
+    return ckpt, done
 
 
 def _lock_and_prepare(cfg: Config, run_dir: Path, world_size: int) -> tuple[FolderLock, str, dict]:
@@ -86,10 +66,10 @@ def _lock_and_prepare(cfg: Config, run_dir: Path, world_size: int) -> tuple[Fold
                           "can write to") from None
     try:
         # From here on this process is the folder's only writer: nothing below races another start.
-        ckpt = inspect_folder(cfg, run_dir, world_size)
-        state = rundir.prepare(run_dir, cfg)
-        prev = rundir.read_result(run_dir)
-        if state != "done" and prev is not None:
+        ckpt, done = inspect_folder(cfg, run_dir, world_size)
+        rundir.write_config(run_dir, cfg)
+        prev = None if done is not None else rundir.read_result(run_dir)
+        if prev is not None:
             # A failed attempt (or a done one whose model.pt is gone) is retried from its last good
             # checkpoint (the launcher decides whether to start it again); its result.json must go
             # so "done" stays unambiguous.
@@ -98,7 +78,8 @@ def _lock_and_prepare(cfg: Config, run_dir: Path, world_size: int) -> tuple[Fold
     except BaseException:
         held.release()
         raise
-    return held, state, {"prev": prev, "removed": removed, "ckpt": ckpt}
+    state = "done" if done is not None else "resume" if ckpt is not None else "new"
+    return held, state, {"prev": prev, "removed": removed, "result": done, "ckpt": ckpt}
 
 
 def prepare_folder(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> tuple[str, dict | None, FolderLock | None]:

@@ -28,7 +28,7 @@ class StopFlag:
         self.replaced: dict[int, Any] = {}  # what restore() put back, for chain()
 
     def install(self) -> None:
-        if self.previous:  # already installed (run() installs it before the Session exists)
+        if self.previous:  # already installed (run() installs it before the loop starts)
             return
         if threading.current_thread() is not threading.main_thread():
             log.warning("not in the main thread: stop signals are not caught (no checkpoint on preemption)")

@@ -6,10 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from repro.config import Config, identity_diff
-from repro.rundir import CONFIG
 from repro.papers.recipes import IMAGENET_PAPER_GPUS
 from repro.papers.spec import TableSpec
+from repro.rundir import RunDirError, check_config
 
 from .errors import LaunchError
 from .plan import Plan, config_for
@@ -51,17 +50,14 @@ def check_starting_points(p: Plan) -> None:
 
 
 def check_folders(p: Plan) -> None:
-    """A run folder that holds another run's config is refused before anything is submitted."""
+    """A run folder that holds another run's config is refused before anything is submitted (the
+    trainer's own rule, ``rundir.check_config``)."""
     for pl in p.runs:
-        cpath = pl.run_dir / CONFIG
-        if pl.submit and cpath.exists():
+        if pl.submit:
             try:
-                diff = identity_diff(Config.from_json(cpath.read_text()), pl.cfg)
-            except ValueError as e:
-                raise LaunchError(f"{cpath} is unreadable ({e}); move the folder away") from None
-            if diff:
-                raise LaunchError(f"{pl.run_dir} holds a different run ({', '.join(sorted(diff)[:3])} differ); "
-                                  "move it away")
+                check_config(pl.run_dir, pl.cfg)
+            except RunDirError as e:
+                raise LaunchError(str(e)) from None
 
 
 def resolve_cluster(cluster: str) -> str:
@@ -87,23 +83,27 @@ def check_layout(spec: TableSpec, processes: int, *, smoke: bool) -> tuple[list[
     # a dependent run's baseline folder does not change its batch: any name validates the config
     cfgs = [config_for(spec, r, smoke=smoke, init_run="baseline" if r.row.init_from else None)
             for r in spec.runs(smoke)]
+    from repro.data import DataError, per_process_batch
     batches = sorted({c.data.batch_size for c in cfgs})
-    bad = [b for b in batches if b % processes]
-    if bad:
-        raise LaunchError(f"global batch {bad[0]} (data.batch_size) does not divide by the {processes} "
-                          f"processes of a run (--nodes x tasks per node); choose a layout that divides it")
+    per_process = {}
+    for b in batches:
+        try:
+            per_process[b] = per_process_batch(b, processes)
+        except DataError:  # the trainer's rule, said in the launcher's terms
+            raise LaunchError(f"global batch {b} (data.batch_size) does not divide by the {processes} processes "
+                              "of a run (--nodes x tasks per node); choose a layout that divides it") from None
     bn = " (BatchNorm over the global batch: sync_bn)" if any(c.sync_bn for c in cfgs) else \
         " (= BatchNorm's batch: per-GPU BN)"
     lines = [f"layout: {processes} process(es) per run; global batch "
-             + ", ".join(f"{b} -> {b // processes} per process" for b in batches) + bn]
+             + ", ".join(f"{b} -> {per_process[b]} per process" for b in batches) + bn]
     gpus = paper_gpus(spec)
     if gpus is None or smoke:
         return lines, None
     lines.append(f"the paper: {gpus} GPUs, " + ", ".join(f"{b} -> {b // gpus} per GPU" for b in batches))
-    departs = [b for b in batches if b // processes != b // gpus]
+    departs = [b for b in batches if per_process[b] != b // gpus]
     if not departs:
         return lines, None
     b = departs[0]
-    return lines, (f"the per-GPU batch departs from the paper's ({b // processes} instead of {b // gpus} "
+    return lines, (f"the per-GPU batch departs from the paper's ({per_process[b]} instead of {b // gpus} "
                    f"images per GPU's BatchNorm); use {gpus} processes per run (e.g. --nodes 1 "
                    f"--gpus-per-node {gpus}) or pass --allow-other-layout")

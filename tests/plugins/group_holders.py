@@ -1,6 +1,7 @@
-"""Test plugin (loaded through PRUNEREPRO_PLUGINS): at ``dist.teardown`` each rank prints how many
-DistributedDataParallel wrappers are still alive. DDP's reducer holds the process group; one that
-outlives teardown destroys the group later, with the GIL held, which can hang the process at exit
+"""Test plugin (loaded like pause.py, through tests/plugins/site/sitecustomize.py): at
+``dist.teardown`` (a public function it wraps) each rank prints how many DistributedDataParallel
+wrappers are still alive. DDP's reducer holds the process group; one that outlives teardown
+destroys the group later, with the GIL held, which can hang the process at exit
 (``repro.engine.loop.release`` says how). Every way a run ends must print 0."""
 from __future__ import annotations
 

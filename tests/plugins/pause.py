@@ -1,14 +1,17 @@
-"""Fault injection for the test suite, loaded by the trainer at start-up through
-PRUNEREPRO_PLUGINS (repro/engine/setup.py). Pause points, each configured by an env variable; a
-paused process marks where it is with a file, so a test can kill or signal it at a known point.
-Every pause ends early when a stop signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) reaches the trainer,
-or when the file named by PRUNEREPRO_TEST_RELEASE (if set) exists.
+"""Fault injection for the test suite (loaded into a process by tests/plugins/site/sitecustomize.py;
+``conftest.pause_at_step`` / ``pause_in_write`` / ``pause_in_phase`` make the environment). Pause
+points, each configured by an env variable; a paused process marks where it is with a file, so a
+test can kill or signal it at a known point. It wraps public functions only (``loop.train_step``,
+``loop.build``, ``finish.finish``, ``io.atomic_write_bytes``). Every pause ends early when a stop
+signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) reaches the trainer, or when the file named by
+PRUNEREPRO_TEST_RELEASE (if set) exists.
 
   PRUNEREPRO_TEST_PAUSE_AT_STEP="STEP:SECONDS"   rank 0 pauses after optimizer step STEP and
       touches RUN_DIR/logs/paused-at-step-STEP.
   PRUNEREPRO_TEST_PAUSE_IN_WRITE="NAME:SECONDS[:NTH]"   the NTH (default 1st) atomic write of file
-      NAME in this process pauses after writing half of its bytes (and touches NAME.tmp-paused
-      in the run folder), so a test can kill -9 the process in the middle of a write.
+      NAME in this process pauses after writing half of its bytes into its temporary file (and
+      touches NAME.tmp-paused in the run folder), so a test can kill -9 the process in the middle
+      of a write; after the pause the write is done as usual.
   PRUNEREPRO_TEST_PAUSE_IN_PHASE="PHASE:SECONDS"   rank 0 pauses at the start of a phase and
       touches RUN_DIR/logs/paused-in-PHASE:
         startup  the run folder is locked and prepared; loaders and model not built yet
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 from repro import io
 from repro.engine import finish, loop
@@ -45,14 +50,22 @@ def _pause(seconds: float) -> None:
         time.sleep(0.02)
 
 
+def _replace_everywhere(old, new) -> None:
+    """``new`` wherever a module of the project holds ``old`` under its name (a module that did
+    ``from repro.io import atomic_write_bytes`` holds its own reference)."""
+    for name, module in list(sys.modules.items()):
+        if (name == "repro" or name.startswith("repro.")) and getattr(module, old.__name__, None) is old:
+            setattr(module, old.__name__, new)
+
+
 if _step_spec:
     _pause_step, _pause_s = int(_step_spec.split(":")[0]), float(_step_spec.split(":")[1])
     _train_step = loop.train_step
 
-    def train_step(s, x, y):
-        out = _train_step(s, x, y)
-        if s.is_main and s.step == _pause_step:
-            (s.run_dir / "logs" / f"paused-at-step-{s.step}").touch()
+    def train_step(a, t, pos, x, y):
+        out = _train_step(a, t, pos, x, y)
+        if a.is_main and pos.step == _pause_step:
+            (a.run_dir / "logs" / f"paused-at-step-{pos.step}").touch()
             _pause(_pause_s)
         return out
 
@@ -61,42 +74,39 @@ if _step_spec:
 if _write_spec:
     _parts = _write_spec.split(":")
     _name, _seconds, _nth = _parts[0], float(_parts[1]), int(_parts[2]) if len(_parts) > 2 else 1
-    _write_tmp = io.write_tmp
+    _atomic_write_bytes = io.atomic_write_bytes
 
-    def write_tmp(tmp, data: bytes) -> None:
-        name = tmp.name.split(io.TMP_MARK)[0]
-        _writes[name] = _writes.get(name, 0) + 1
-        if name != _name or _writes[name] != _nth:
-            return _write_tmp(tmp, data)
-        with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            tmp.with_name(f"{name}{io.TMP_MARK}paused").touch()  # tells the test where we are
+    def atomic_write_bytes(path, data: bytes) -> None:
+        path = Path(path)
+        _writes[path.name] = _writes.get(path.name, 0) + 1
+        if path.name == _name and _writes[path.name] == _nth:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(io.tmp_name(path), "wb") as f:  # where the write puts its bytes before the rename
+                f.write(data[:len(data) // 2])
+                f.flush()
+            path.with_name(f"{path.name}{io.TMP_MARK}paused").touch()  # tells the test where we are
             _pause(_seconds)
-            f.write(data[half:])
-            f.flush()
-            os.fsync(f.fileno())
+        _atomic_write_bytes(path, data)
 
-    io.write_tmp = write_tmp
+    _replace_everywhere(_atomic_write_bytes, atomic_write_bytes)
 
 if _phase_spec:
     _phase, _phase_s = _phase_spec.split(":")[0], float(_phase_spec.split(":")[1])
 
-    def _at(phase: str, s) -> None:
-        if phase == _phase and s.is_main:
-            (s.run_dir / "logs" / f"paused-in-{phase}").touch()
+    def _at(phase: str, a) -> None:
+        if phase == _phase and a.is_main:
+            (a.run_dir / "logs" / f"paused-in-{phase}").touch()
             _pause(_phase_s)
 
     _build, _finish = loop.build, finish.finish
 
-    def build(s, ckpt):
-        _at("startup", s)
-        return _build(s, ckpt)
+    def build(a, *args, **kwargs):
+        _at("startup", a)
+        return _build(a, *args, **kwargs)
 
-    def finish_(s):
-        _at("final", s)
-        return _finish(s)
+    def finish_(a, *args, **kwargs):
+        _at("final", a)
+        return _finish(a, *args, **kwargs)
 
     loop.build = build
-    finish.finish = finish_  # loop.execute imports it at call time
+    finish.finish = finish_  # loop.execute calls it as finish.finish

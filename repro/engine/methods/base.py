@@ -1,4 +1,5 @@
-"""The protocol between the loop and a pruning method, and the plain (unpruned) method.
+"""``Method``, the protocol between the loop and a pruning method (with the hooks' defaults), and
+``NoPruning``, the plain method (``prune.method=none``).
 
 The loop calls a method through these hooks and nothing else (no ``if method == ...`` in the
 loop), in the spirit of Torch-Pruning's pruner objects:
@@ -21,10 +22,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from repro.config import Config, ConfigError
+from repro.config import Config
 from repro.models import DENSE, build_model
 
-from ..init import load_init
+from ..init import StartingPoint
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,14 @@ class Context:
     evaluate: Callable[..., dict]   # (model, fp32=False); collective: every rank calls it
     prep: Callable[[torch.Tensor], torch.Tensor]
     on_device: Callable[[nn.Module], nn.Module]
+    start: StartingPoint            # prune.init_from's dense model, checked once (take() it once)
 
 
-class Dense:
-    """``prune.method=none``: train the model as it is; the delivered model is the trained one."""
+class Method:
+    """The hooks a pruning method implements; the defaults train a dense model as it is (a fresh
+    one, or ``prune.init_from``'s) and deliver it. A subclass sets ``name`` (its ``prune.method``)."""
 
-    name = "none"
+    name = ""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -54,14 +57,10 @@ class Dense:
     def initial_model(self, ctx: Context, ckpt: dict | None) -> nn.Module:
         model = build_model(self.cfg.model.arch, num_classes=ctx.num_classes)
         model.spec = DENSE
-        init_from = self.cfg.prune.init_from
-        if ckpt is None and init_from:
-            init = load_init(init_from, ctx.run_dir, self.cfg.model.arch, ctx.num_classes)
-            if init.spec != DENSE:
-                raise ConfigError(f"prune.init_from: {init_from} holds a pruned model ({len(init.spec.convs)} "
-                                  f"convs narrowed); {self.cfg.prune.method} needs a dense one")
-            model.load_state_dict(init.state_dict())
-            log.info("initialised from %s", init_from)
+        start = ctx.start.take() if ckpt is None else None  # a resumed run's weights are the checkpoint's
+        if start is not None:
+            model.load_state_dict(start.state_dict())
+            log.info("initialised from %s", self.cfg.prune.init_from)
         return model
 
     def attach(self, model: nn.Module, fresh: bool) -> None:
@@ -81,3 +80,9 @@ class Dense:
 
     def deliver(self, ctx: Context, model: nn.Module, last: dict) -> tuple[nn.Module, dict]:
         return model, {}
+
+
+class NoPruning(Method):
+    """``prune.method=none``: train the model as it is; the delivered model is the trained one."""
+
+    name = "none"

@@ -14,10 +14,10 @@ from repro.prune.hard import hard_prune
 from repro.prune.sfp import SoftFilterPruner
 
 from .. import exact
-from .base import Context, Dense
+from .base import Context, Method
 
 
-class Sfp(Dense):
+class Sfp(Method):
     name = "sfp"
 
     def __init__(self, cfg):

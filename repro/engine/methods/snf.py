@@ -14,21 +14,19 @@ import logging
 from torch import nn
 
 from repro import dist
-from repro.config import ConfigError
 from repro.io import atomic_write_json
 from repro.models import DENSE, ChannelSpec, build_model
 from repro.prune.compact import load_compact, save_compact
 
 from ..errors import TrainingFailed
-from ..init import load_init
-from .base import Context, Dense
+from .base import Context, Method
 
 log = logging.getLogger(__name__)
 
 SEARCH_FILE, PRUNED_FILE = "snf_search.json", "snf_pruned.pt"
 
 
-class Snf(Dense):
+class Snf(Method):
     name = "snf"
 
     def __init__(self, cfg):
@@ -42,10 +40,7 @@ class Snf(Dense):
             model = build_model(self.cfg.model.arch, num_classes=ctx.num_classes, spec=self.spec)
             model.spec = self.spec
             return model
-        base = ctx.on_device(load_init(self.cfg.prune.init_from, ctx.run_dir, self.cfg.model.arch, ctx.num_classes))
-        if base.spec != DENSE:
-            raise ConfigError(f"prune.init_from: {self.cfg.prune.init_from} is already pruned; SNF starts "
-                              "from a dense baseline")
+        base = ctx.on_device(ctx.start.take())  # the trained dense baseline (prune.init_from)
         self.extra["baseline_val_top1"] = ctx.evaluate(base)["val_top1"]  # collective
         log.info("SNF baseline: val top-1 %.2f", self.extra["baseline_val_top1"])
         failure = None
