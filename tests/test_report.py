@@ -439,3 +439,19 @@ def test_a_miniature_of_a_subset_of_rows_shows_those_rows(tmp_path):
     legend = md.split("Sources of the paper cells")[1].split("Footnotes")[0]
     cited = {pv.source for k in T1.smoke_rows for pv in [*T1.row(k).paper.values(), T1.row(k).flops_paper] if pv}
     assert {k for k in ("FPGM-T1", "SB") if f"[{k}] " in legend} == cited
+
+
+def test_deployed_speed_up_column_appears_only_with_exports(tmp_path):
+    """The run-details column 'Speed-up deployed' (repro.export's latency.json) shows when some run
+    was exported, and is absent otherwise (the export is opt-in)."""
+    from repro.export import LATENCY, OUT_DIR
+    root = tmp_path / "runs"
+    write_runs(T2, root, {"resnet18/baseline/seed0": {"val_top1": 70.1, "val_top5": 89.5},
+                          "resnet18/sfp-scratch/seed0": {"val_top1": 65.0, "val_top5": 86.9}})
+    assert "Speed-up deployed" not in build(T2, root)[".md"]
+    pl = next(p for p in plan(T2, root, query=False).runs if p.run.key == "resnet18/sfp-scratch/seed0")
+    atomic_write_json(pl.run_dir / OUT_DIR / LATENCY, {  # the fields repro.export.deployed_speedup reads
+        "exported": "delivered", "batches": {"1": {"onnxruntime-cpu": {"dense_ms": 3.0, "delivered_ms": 2.0}},
+                                             "8": {"onnxruntime-cpu": {"dense_ms": 20.0, "delivered_ms": 16.0}}}})
+    md = build(T2, root)[".md"]
+    assert detail_row(md, "ResNet-18", "SFP 30% scratch")["Speed-up deployed"] == "1.25×"  # the throughput batch

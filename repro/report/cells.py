@@ -19,7 +19,10 @@ LEGEND = ("ours = mean ± sample std of the finished runs (their number: the run
           "'ours' = what the delivered models keep (the integer filter counts; SNF: measured), 'float conv.' "
           "(run details) = the papers' float keep-ratio convention counted correctly; speed-up 'measured' "
           "= dense latency / delivered-model latency as each run timed it, 'MACs' = baseline conv MACs / "
-          f"delivered conv MACs (the theoretical speed-up); '{CHANCE}' = a run's accuracy is within 2 "
+          "delivered conv MACs (the theoretical speed-up), 'deployed' (shown when runs were exported) = "
+          "dense / exported model latency, BN folded, ONNX Runtime on CPU (else TorchScript), at the "
+          "throughput batch (`python -m repro.export`); "
+          f"'{CHANCE}' = a run's accuracy is within 2 "
           "binomial std of guessing (100/classes).")
 
 

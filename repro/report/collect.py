@@ -18,6 +18,7 @@ from pathlib import Path
 from repro.config import config_hash
 from repro.flops import actual_reduction, paper_reduction
 from repro.io import read_json
+from repro.export import deployed_speedup
 from repro.papers.spec import RESULT_KEYS, Row, TableSpec
 from repro.rundir import ENV, read_result
 from repro.runs.plan import plan
@@ -60,6 +61,7 @@ class RowResult:
     n: dict[str, int] = field(default_factory=dict)  # runs behind each metric (a drop: its fewer row)
     speedup_measured: list[float] = field(default_factory=list)  # latency dense_ms / delivered_ms
     speedup_macs: list[float] = field(default_factory=list)      # baseline_conv_macs / conv_macs
+    speedup_deployed: list[float] = field(default_factory=list)  # exported: dense / delivered (repro.export)
     latency_settings: list[tuple] = field(default_factory=list)  # distinct LATENCY_SETTINGS seen
 
     def mean(self, metric: str) -> float | None:
@@ -151,6 +153,8 @@ def collect(spec: TableSpec, root: str | Path, smoke: bool = False) -> list[RowR
         values = {m: list(v.values()) for m, v in by_seed.items()}
         rr = RowResult(row, runs, values, by_seed, n={m: len(v) for m, v in values.items()})
         _speedups(rr, done)
+        rr.speedup_deployed = [x for r in runs if r.status == "done"
+                               and (x := deployed_speedup(root / r.folder)) is not None]
         res_px = next((pl.cfg.data.resolution for pl in p.runs if pl.run.row.key == row.key), None)
         measured = [float(d["flops_reduction"]) for d in done if d.get("flops_reduction") is not None]
         rr.flops_measured = sum(measured) / len(measured) if measured else None

@@ -224,14 +224,23 @@ RUN_DETAILS = (
     ("FLOPs↓ float conv.", lambda d: "0" if is_baseline(d.rr) else num(d.rr.flops_float)),
     ("Speed-up measured", lambda d: fmt_speedup(d.rr, d.rr.speedup_measured)),
     ("Speed-up MACs", lambda d: fmt_speedup(d.rr, d.rr.speedup_macs)),
+    ("Speed-up deployed", lambda d: fmt_speedup(d.rr, d.rr.speedup_deployed)),
     ("Cost measured", lambda d: "; ".join(r.cost.text() for r in d.rr.runs if r.cost.hours is not None) or "—"),
     ("Status", lambda d: status_text(d.rr)),
 )
 
 
+# Shown only when some row has a value: the exports are opt-in (``python -m repro.export``).
+OPTIONAL_DETAILS = {"Speed-up deployed": lambda rr: rr.speedup_deployed}
+
+
+def _detail_columns(rows: list[RowResult]) -> list[tuple]:
+    return [(h, f) for h, f in RUN_DETAILS if h not in OPTIONAL_DETAILS or any(OPTIONAL_DETAILS[h](r) for r in rows)]
+
+
 def run_details(spec: TableSpec, rows: list[RowResult], smoke: bool) -> list[list[str]]:
-    return [[cell(Detail(spec, rr, smoke)) for _, cell in RUN_DETAILS] for rr in rows]
+    return [[cell(Detail(spec, rr, smoke)) for _, cell in _detail_columns(rows)] for rr in rows]
 
 
-def run_detail_headers() -> list[str]:
-    return [h for h, _ in RUN_DETAILS]
+def run_detail_headers(rows: list[RowResult]) -> list[str]:
+    return [h for h, _ in _detail_columns(rows)]

@@ -84,7 +84,7 @@ def render_md(spec: TableSpec, rows: list[RowResult], command: str, smoke: bool)
         lines += [f"{CAVEATS_HEADING}:", ""] + [f"- {x}" for x in legend.caveat_items()] + [""]
     lines += ["Notes:", ""] + [f"- {n}" for n in notes(spec, rows)] + [""]
     lines += ["## Run details", ""]
-    lines.append(tabulate(L.run_details(spec, rows, smoke), headers=L.run_detail_headers(), tablefmt="github",
+    lines.append(tabulate(L.run_details(spec, rows, smoke), headers=L.run_detail_headers(rows), tablefmt="github",
                           disable_numparse=True))
     lines += ["", "## Run folders", "",
               "Cost measured = wall time × devices over every attempt the folder records (result.json "
@@ -149,7 +149,7 @@ def render_tex(spec: TableSpec, rows: list[RowResult], command: str, smoke: bool
         out += [tex_escape(CAVEATS_HEADING) + ":"] + [tex_escape(x) + r"\par" for x in legend.caveat_items()]
     out += ["}", r"\end{table}"]
     out += ["% " + tex_escape(n) for n in [LEGEND, *notes(spec, rows)]]
-    out += ["% run details: " + tex_escape(", ".join(L.run_detail_headers()))]
+    out += ["% run details: " + tex_escape(", ".join(L.run_detail_headers(rows)))]
     out += ["%   " + " | ".join(tex_escape(c) for c in line) for line in L.run_details(spec, rows, smoke)]
     out += ["% run folders (under --root): run, folder, config hash, status, cost measured, cost estimated, detail"]
     out += ["%   " + "  ".join(tex_escape(c) for c in line) for line in _foot(rows)]
