@@ -163,3 +163,97 @@ def test_verdict_is_provisional_until_every_setting_has_five_seeds_and_says_what
     entries, verdict = summarise(rows)
     assert incomplete(entries, settings[:1]) == []
     assert verdict_text(verdict, entries, settings[:1]).startswith("**Criterion met**")
+
+
+# --- the pre-registered confirmation (docs/snf_confirm.md, issue 23) ---
+
+def test_holm_adjusts_in_input_order_and_is_monotone():
+    from repro.bench.snf_confirm_report import holm
+
+    assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
+    assert holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])  # step-down: never below an earlier one
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_confirmation_verdicts_follow_the_plans_rules():
+    from scipy import stats
+
+    from repro.bench.snf_confirm_report import DELTA, NetResult, default_after, holm, paired_p
+
+    def net(diffs):
+        uni = [98.0 + i / 10 for i in range(len(diffs))]
+        r = NetResult("resnet20", list(range(101, 101 + len(diffs))), uni, [u + d for u, d in zip(uni, diffs)])
+        r.p = r.p_holm = paired_p(r.uniform, r.rise_bn)
+        return r
+
+    up, down = net([0.5, 0.8, 0.6, 0.7, 0.9, 0.5]), net([-0.5, -0.8, -0.6, -0.7, -0.9, -0.5])
+    flat, noisy = net([0.0, 0.01, -0.01, 0.02, -0.02, 0.0]), net([3.0, -2.0, 1.5, -1.0, 2.5, -1.5])
+    assert [r.verdict() for r in (up, down, flat, noisy)] == ["confirmed", "reversed", "not confirmed", "inconclusive"]
+    assert flat.interval()[1] < DELTA <= noisy.interval()[1]
+    # the interval is scipy's own for the paired t-test
+    ci = stats.ttest_rel(noisy.rise_bn, noisy.uniform).confidence_interval(0.95)
+    assert noisy.interval() == pytest.approx((ci.low, ci.high))
+    # Holm over the two nets can turn a nominal win into "inconclusive"
+    weak = net([0.4, 0.1, 0.5, 0.2, 0.3, -0.1])
+    weak.p_holm = holm([weak.p, 0.9])[0]
+    assert weak.p < 0.05 <= weak.p_holm and weak.verdict() == "inconclusive"
+    assert default_after([up, flat]).startswith("`rise-bn` stays")
+    assert default_after([up, down]).startswith("the default becomes `rise`")
+    assert default_after([flat, noisy]).startswith("the default becomes `rise`")
+
+
+def test_confirmation_uses_the_sweeps_protocol_and_fresh_seeds():
+    from repro.bench import snf_confirm
+
+    sweep_rows = snf_search.read_results(snf_search.REPO / "docs" / "snf_search.jsonl")
+    a = snf_confirm.parse([])
+    conf, expl = snf_confirm.harness(a, False, ["resnet20"]), snf_confirm.harness(a, True, ["resnet20"])
+    assert snf_search.protocol_key(conf) in {r["protocol_key"] for r in sweep_rows}
+    assert (list(conf.reductions), list(conf.variants), conf.seeds, conf.n_seeds) == ([70.0], ["rise-bn"], None, 10)
+    assert conf.first_seed > max(r["seed"] for r in sweep_rows)
+    assert expl.finetune_epochs == 3 * conf.finetune_epochs and expl.n_seeds == 5
+    assert snf_search.protocol(expl) == {**snf_search.protocol(conf), "finetune_epochs": expl.finetune_epochs}
+    assert conf.results != expl.results
+
+
+def test_no_outcome_is_shown_before_every_net_has_its_pairs():
+    from repro.bench.snf_confirm_report import section
+
+    def row(method, seed, top1, arch="resnet20"):
+        return {"arch": arch, "reduction": 70.0, "method": method, "seed": seed, "top1": top1,
+                "search_s": 1.0, "finetune_s": 1.0, "finished_at": 0.0}
+    rows = [row(m, s, 90.0 + (m == "rise-bn") * s) for s in (101, 102) for m in ("uniform", "rise-bn")]
+    text = section(rows, [], ("resnet20", "resnet56"), 2, 2, "cmd")
+    assert "not complete" in text and "p (t)" not in text and "92.00" not in text
+    assert "resnet20: 4 of 4 runs finished, 2 of 2 pairs" in text and "resnet56: 0 of 4 runs" in text
+    rows += [row(m, s, 90.0 + (m == "rise-bn") * s, "resnet56") for s in (101, 102) for m in ("uniform", "rise-bn")]
+    assert "| resnet56 | 2 |" in section(rows, [], ("resnet20", "resnet56"), 2, 2, "cmd")
+
+
+@pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
+def test_confirmation_quick_end_to_end_keeps_the_plan_byte_for_byte(tmp_path):
+    from repro.bench import snf_confirm
+
+    torch.set_num_threads(1)
+    plan = (snf_search.REPO / "docs" / "snf_confirm.md").read_bytes()
+    head = snf_confirm.plan_text(snf_search.REPO / "docs" / "snf_confirm.md").encode()
+    (tmp_path / "snf_confirm.md").write_bytes(plan)
+    argv = ["--quick", "--archs", "resnet20", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    start = time.process_time()
+    assert snf_confirm.main(argv) == 0
+    assert time.process_time() - start < 45
+    rows = [json.loads(line) for line in (tmp_path / "snf_confirm.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["seed"], r["reduction"]) for r in rows} == {
+        (m, s, 70.0) for m in ("uniform", "rise-bn") for s in (101, 102)}
+    assert all(r["finished_at"] > 0 and r["baseline_train_s"] > 0 for r in rows)
+    written = (tmp_path / "snf_confirm.md").read_bytes()
+    assert written.startswith(head) and b"| resnet20 | 2 |" in written[len(head):]
+    assert b"Exploratory (3\xc3\x97 fine-tuning): not complete" in written
+    # rewriting the section is idempotent and still leaves the plan alone
+    assert snf_confirm.main([*argv, "--report-only"]) == 0
+    assert (tmp_path / "snf_confirm.md").read_bytes() == written
+    # a plan without its marker: one line, exit 2, nothing run or written
+    (tmp_path / "snf_confirm.md").write_text("# a plan\n")
+    assert snf_confirm.main(argv) == 2
+    assert (tmp_path / "snf_confirm.md").read_text() == "# a plan\n"
+    assert len((tmp_path / "snf_confirm.jsonl").read_text().splitlines()) == len(rows)

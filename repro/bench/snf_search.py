@@ -45,7 +45,7 @@ from ..demos.snf_digits import Digits, accuracy, batches, load_digits, recalibra
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = dict(archs=("resnet20", "resnet56"), reductions=(50.0, 70.0), seeds=None, n_seeds=5,
-                variants=tuple(VARIANTS), baseline_epochs=20, finetune_epochs=10, lr=0.05, min_baseline=97.0,
+                first_seed=1, variants=tuple(VARIANTS), baseline_epochs=20, finetune_epochs=10, lr=0.05, min_baseline=97.0,
                 finetune_lr=0.005, batch_size=64, heldout=180, grid=DEFAULT_GRID)
 # --quick: every code path on a slice of the data, seconds per run (the numbers mean nothing)
 QUICK = dict(archs=("resnet20",), reductions=(50.0,), seeds=(0,), baseline_epochs=1, finetune_epochs=1,
@@ -116,7 +116,8 @@ def run_one(model, base_info, arch, reduction, seed, method, target, data: Digit
             "top1": top1, "val_loss": val_loss(compact, data), "drop": base_info["val_top1"] - top1,
             "search_s": round(search_s, 2), "finetune_s": round(finetune_s, 2),
             "sensitivity_cached": report.get("sensitivity_cached"), "kept": report["kept"],
-            "uniform_rate": report.get("uniform_rate"), "label": LABEL}
+            "uniform_rate": report.get("uniform_rate"), "label": LABEL,
+            "baseline_train_s": base_info.get("train_s"), "finished_at": round(time.time(), 1)}
 
 
 def read_results(path: Path, key: str | None = None) -> list[dict]:
@@ -165,9 +166,9 @@ def sweep(a, log=print) -> list[dict]:
 
     for arch in a.archs:
         accepted = 0
-        for seed in (a.seeds or itertools.count(1)):
+        for seed in (a.seeds or itertools.count(a.first_seed)):
             if not a.seeds and accepted == a.n_seeds:
-                break  # default: the first n_seeds seeds (from 1) whose baseline is accepted
+                break  # default: the first n_seeds seeds (from first_seed) whose baseline is accepted
             done = finished()
             if (arch, None, seed, "baseline") in done:
                 continue
@@ -206,7 +207,9 @@ def parse(argv=None):
     p.add_argument("--archs", nargs="+", default=None, help=f"default {' '.join(DEFAULTS['archs'])}")
     p.add_argument("--reductions", nargs="+", type=float, default=None, help="nominal FLOPs reductions, percent")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="baseline seeds (default: the first --n-seeds from 1 whose baseline is accepted)")
+                   help="baseline seeds (default: the first --n-seeds from --first-seed whose baseline is accepted)")
+    p.add_argument("--first-seed", type=int, default=None,
+                   help="where the default seeds start counting (default 1; fresh seeds for a new test)")
     p.add_argument("--n-seeds", type=int, default=None, help="default 5")
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all")
     p.add_argument("--baseline-epochs", type=int, default=None)
@@ -221,7 +224,8 @@ def parse(argv=None):
     p.add_argument("--quick", action="store_true", help="miniature run of every code path (tests)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the Markdown from the results")
     a = p.parse_args(argv)
-    base = {**DEFAULTS, "train_images": 0, **(QUICK if a.quick else {})}
+    quick = {k: v for k, v in QUICK.items() if k != "seeds" or a.first_seed is None}  # counted from there
+    base = {**DEFAULTS, "train_images": 0, **(quick if a.quick else {})}
     for k, v in base.items():
         if getattr(a, k, None) is None:
             setattr(a, k, v)

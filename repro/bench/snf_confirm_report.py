@@ -1,0 +1,180 @@
+"""The generated results section of docs/snf_confirm.md: the analysis its plan fixed before any run.
+
+Per net, ``rise-bn`` is paired with uniform seed by seed; d = top-1(rise-bn) - top-1(uniform).
+Two-sided paired t-test (``scipy.stats.ttest_rel``), Holm's step-down correction over the nets'
+tests, the mean d with its 95% t interval, and the verdict by the plan's rules. Until every net
+has its pairs, the section shows only how many runs have finished (the plan allows no interim look).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+from .snf_search_report import kept_rows, rejected_seeds
+
+ALPHA = 0.05
+DELTA = 100 / 360  # smallest effect of interest: one validation image of 360, in points
+ARMS = ("uniform", "rise-bn")
+
+
+@dataclass
+class NetResult:
+    arch: str
+    seeds: list[int]
+    uniform: list[float]
+    rise_bn: list[float]
+    p: float = 1.0
+    p_holm: float = 1.0
+    wall_s: float = 0.0
+
+    @property
+    def diffs(self) -> list[float]:
+        return [b - u for u, b in zip(self.uniform, self.rise_bn)]
+
+    def interval(self) -> tuple[float, float]:
+        """Mean d ± t(0.975, n-1) · sd / √n."""
+        from scipy import stats
+
+        d = self.diffs
+        half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+        return statistics.mean(d) - half, statistics.mean(d) + half
+
+    def verdict(self) -> str:
+        mean = statistics.mean(self.diffs)
+        if self.p_holm < ALPHA:
+            return "confirmed" if mean > 0 else "reversed" if mean < 0 else "not confirmed"
+        return "not confirmed" if self.interval()[1] < DELTA else "inconclusive"
+
+
+def paired_p(uniform: list[float], rise_bn: list[float]) -> float:
+    """Two-sided paired t-test; identical arms (t undefined) give p = 1."""
+    from scipy import stats
+
+    if all(b == u for u, b in zip(uniform, rise_bn)):
+        return 1.0
+    return float(stats.ttest_rel(rise_bn, uniform).pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values, in the input order."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def pairs(rows: list[dict], arch: str) -> dict[int, dict[str, dict]]:
+    """seed -> {arm: row} for the accepted seeds of one net that have both arms."""
+    by: dict[int, dict[str, dict]] = {}
+    for r in kept_rows(rows):
+        if r["arch"] == arch and r["method"] in ARMS:
+            by.setdefault(r["seed"], {})[r["method"]] = r
+    return {s: arms for s, arms in sorted(by.items()) if len(arms) == len(ARMS)}
+
+
+def net_results(rows: list[dict], archs, n: int, confirmatory: bool) -> list[NetResult] | None:
+    """The first n pairs (by seed) of every net, or None while some net has fewer. Confirmatory:
+    Holm over the nets' tests, and the dense baselines' training counts in the run time (the
+    exploratory runs reuse those baselines)."""
+    out = []
+    for arch in archs:
+        got = pairs(rows, arch)
+        if len(got) < n:
+            return None
+        seeds = sorted(got)[:n]
+        res = NetResult(arch, seeds, [got[s]["uniform"]["top1"] for s in seeds],
+                        [got[s]["rise-bn"]["top1"] for s in seeds])
+        res.p = paired_p(res.uniform, res.rise_bn)
+        res.wall_s = sum(got[s][m]["search_s"] + got[s][m]["finetune_s"] for s in seeds for m in ARMS)
+        if confirmatory:
+            res.wall_s += sum(got[s]["uniform"].get("baseline_train_s") or 0.0 for s in seeds)
+        out.append(res)
+    for res, adjusted in zip(out, holm([r.p for r in out]) if confirmatory else [r.p for r in out]):
+        res.p_holm = adjusted
+    return out
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def progress(rows: list[dict], archs, n: int) -> str:
+    """What has finished, and nothing about the outcome."""
+    left = rejected_seeds(rows)
+    lines = []
+    for arch in archs:
+        done = [r for r in kept_rows(rows) if r["arch"] == arch and r["method"] in ARMS]
+        lines.append(f"- {arch}: {len(done)} of {2 * n} runs finished, {len(pairs(rows, arch))} of {n} pairs"
+                     f"; seeds left out (dense baseline below the bar): "
+                     f"{', '.join(str(s) for a, s in sorted(left) if a == arch) or 'none'}.")
+    return "\n".join(lines)
+
+
+def default_after(results: list[NetResult]) -> str:
+    """The plan's rule for prune.snf_variant's default."""
+    verdicts = [r.verdict() for r in results]
+    if "confirmed" in verdicts and "reversed" not in verdicts:
+        return "`rise-bn` stays the default (confirmed on at least one net, reversed on none)"
+    return "the default becomes `rise` (`rise-bn` confirmed on neither net, or reversed on one)"
+
+
+def span(rows: list[dict]) -> str:
+    stamps = [r["finished_at"] for r in rows if r.get("finished_at")]
+    if not stamps:
+        return "-"
+    fmt = "%Y-%m-%d %H:%M UTC"
+    return f"{time.strftime(fmt, time.gmtime(min(stamps)))} to {time.strftime(fmt, time.gmtime(max(stamps)))}"
+
+
+def confirm_table(results: list[NetResult]) -> str:
+    lines = ["| net | n | uniform top-1 | rise-bn top-1 | d = rise-bn − uniform | 95% interval of d | "
+             "p (t) | p Holm | verdict | run time (h) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lo, hi = r.interval()
+        lines.append(f"| {r.arch} | {len(r.seeds)} | {_ms(r.uniform)} | {_ms(r.rise_bn)} | {_ms(r.diffs)} | "
+                     f"[{lo:.2f}, {hi:.2f}] | {r.p:.4f} | {r.p_holm:.4f} | **{r.verdict()}** | "
+                     f"{r.wall_s / 3600:.2f} |")
+    return "\n".join(lines)
+
+
+def explore_table(results: list[NetResult], confirm_rows: list[dict]) -> str:
+    lines = ["| net | n | uniform top-1 | rise-bn top-1 | d = rise-bn − uniform | 95% interval of d | "
+             "p (t), unadjusted | same seeds' d, confirmation's fine-tuning | run time (h) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lo, hi = r.interval()
+        ten = pairs(confirm_rows, r.arch)
+        d10 = [ten[s]["rise-bn"]["top1"] - ten[s]["uniform"]["top1"] for s in r.seeds if s in ten]
+        lines.append(f"| {r.arch} | {len(r.seeds)} | {_ms(r.uniform)} | {_ms(r.rise_bn)} | {_ms(r.diffs)} | "
+                     f"[{lo:.2f}, {hi:.2f}] | {r.p:.4f} | {_ms(d10) if len(d10) > 1 else '-'} | "
+                     f"{r.wall_s / 3600:.2f} |")
+    return "\n".join(lines)
+
+
+def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm: int, n_explore: int,
+            command: str) -> str:
+    """The text below the plan's marker."""
+    confirmed = net_results(confirm_rows, archs, n_confirm, confirmatory=True)
+    head = (f"\n## Results (generated by `{command}`; do not edit by hand)\n\n"
+            f"Seeds left out by the plan's rule: "
+            f"{', '.join(f'{a} seed {s} ({v:.2f}%)' for (a, s), v in sorted(rejected_seeds(confirm_rows).items())) or 'none'}."
+            f" Runs finished {span(confirm_rows + explore_rows)}; run time = baseline training + search + "
+            "fine-tuning, summed, one thread on a shared 2-core machine.\n")
+    if confirmed is None:
+        body = ("\n### Confirmation: not complete\n\nNo outcome is shown before every net has its "
+                f"{n_confirm} pairs (the plan's no-interim-look rule).\n\n{progress(confirm_rows, archs, n_confirm)}\n")
+        return head + body
+    body = (f"\n### Confirmation\n\nSeeds: {'; '.join(f'{r.arch} {r.seeds}' for r in confirmed)}. Holm over the "
+            f"{len(confirmed)} tests; δ = {DELTA:.2f} points (one validation image).\n\n{confirm_table(confirmed)}\n\n"
+            f"Default of `prune.snf_variant` by the plan's rule: {default_after(confirmed)}.\n")
+    explored = net_results(explore_rows, archs, n_explore, confirmatory=False)
+    if explored is None:
+        body += (f"\n### Exploratory (3× fine-tuning): not complete\n\n{progress(explore_rows, archs, n_explore)}\n")
+    else:
+        body += ("\n### Exploratory: 3× longer fine-tuning (no verdict; no part in the default)\n\n"
+                 f"{explore_table(explored, confirm_rows)}\n")
+    return head + body
