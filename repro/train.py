@@ -27,6 +27,7 @@ from pathlib import Path
 
 from repro import dist, rundir
 from repro.config import Config, ConfigError, config_hash, help_text, run_name
+from repro.data.errors import DataError
 from repro.engine import setup
 from repro.engine.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Preempted, RunEnvironmentError,
                                  TrainingFailed, stopped)
@@ -50,6 +51,14 @@ def _record_failure(a: Attempt, pos: Position, e: BaseException) -> None:
                                         "config_hash": config_hash(a.cfg), "wall_s": pos.wall()})
     if a.wandb is not None:
         a.wandb.finish(exit_code=EXIT_FAILED)
+
+
+def _machine_failed(a: Attempt, e: OSError) -> str:
+    """The one line for a machine failure, true to what the folder holds."""
+    if (a.run_dir / rundir.CHECKPOINT).exists():
+        return f"{e.filename or a.run_dir}: {e.strerror or e}; the last good checkpoint is kept - fix this and run again to resume"
+    return (f"{e.filename or a.run_dir}: {e.strerror or e}; no checkpoint was written yet, so there is nothing to "
+            "resume from - fix this and run again to start over")
 
 
 def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, start: StartingPoint) -> dict:
@@ -78,12 +87,15 @@ def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
         except (Preempted, KeyboardInterrupt):
             raise
         except OSError as e:
-            # The machine, not the run: a full disk, a vanished mount. The last good checkpoint is
-            # kept and no "failed" result is written (it could not be, or would hide a resumable run).
-            raise RunEnvironmentError(f"{e.filename or a.run_dir}: {e.strerror or e}; the last good checkpoint "
-                                      "is kept - fix this and run again to resume") from None
+            # The machine, not the run: a full disk, a vanished mount. No "failed" result is written
+            # (it could not be, or would hide a resumable run).
+            raise RunEnvironmentError(_machine_failed(a, e)) from None
         except Exception as e:
             _record_failure(a, pos, e)
+            if isinstance(e, DataError):
+                # Damaged data met while reading (e.g. a corrupt JPEG for the plain loader): the folder is
+                # already written, so this is a failed run (exit 1), not bad input (exit 2: nothing touched).
+                raise TrainingFailed(f"{e}; fix the data and run again to resume from the last checkpoint") from None
             raise
         if a.wandb is not None:
             a.wandb.finish(exit_code=0)
@@ -147,7 +159,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from repro.data.errors import DataError
     try:
         cfg = Config.from_overrides(args.overrides)
         if args.print_config:
