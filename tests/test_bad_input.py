@@ -203,6 +203,14 @@ def _jobs_json(d, fx):
     return DRY(d)
 
 
+def _cut_last_row(run):
+    """metrics.jsonl damaged from outside: its last row (epoch 1, which checkpoint.pt covers) cut
+    mid-line, as by an interrupted copy."""
+    text = (run / "metrics.jsonl").read_text()
+    assert text.count("\n") == 2  # epochs 0 and 1
+    (run / "metrics.jsonl").write_text(text[:-30])
+
+
 def _root_file(d, fx):
     (d / "runs").write_text("x")
     return [str(REPO / "launch" / "table1.py"), "--smoke", "--root", str(d / "runs")]
@@ -249,6 +257,17 @@ CASES = [
          "result.json does not hold a run result"),
     Case("malformed jobs.json (launch --dry-run)", _jobs_json, 2, "jobs.json is not a readable jobs record"),
     Case("launch --root is a file", _root_file, 2, "--root {d}/runs is not a writable folder"),
+    Case("a batch larger than the training set (plain)", lambda d, fx: [*T, "data.batch_size=4096", "--run-dir",
+                                                                        str(d / "run")], 2,
+         "data.batch_size=4096 is larger than the 1437 training images of digits: lower data.batch_size"),
+    Case("a batch larger than the training set (.beton)",
+         lambda d, fx: [*_ffcv(name="digits")(d, fx)[:-2], "data.batch_size=2048", "--run-dir", str(d / "run")], 2,
+         "data.batch_size=2048 is larger than the 1437 training images of digits"),
+    Case("torn last metrics row the checkpoint covers", lambda d, fx: _copy_resumable(d, fx, _cut_last_row), 2,
+         "{d}/run/metrics.jsonl line 2 (epoch 1) is cut off, but the checkpoint already covers that epoch"),
+    Case("launch --only matching no run (before the smoke data step)",
+         lambda d, fx: [str(REPO / "launch" / "table1.py"), "--smoke", "--cluster", "local", "--root",
+                        str(d / "runs"), "--only", "resnet99/*"], 2, "--only resnet99/* matches no run of table1"),
 ]
 
 
