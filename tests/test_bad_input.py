@@ -287,6 +287,18 @@ def test_bad_input_table(case, warm, done_run, digits_betons, tmp_path):
     assert _snapshot(d) == before, "the command changed what was there"
 
 
+def test_torn_last_metrics_row_dropped_only_when_the_checkpoint_does_not_cover_it(tmp_path):
+    """A writer killed mid-row leaves a torn last line for the epoch the checkpoint does not cover
+    yet (dropped; the resume rewrites it); the same cut in an epoch the checkpoint covers is damage
+    from outside and is refused, naming the file and the epoch."""
+    rows = [{"epoch": 0, "val_top1": 1.0}, {"epoch": 1, "val_top1": 2.0}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "metrics.jsonl").write_text(text[:-8])
+    assert rundir.read_metrics(tmp_path, covered=1) == rows[:1]
+    with pytest.raises(rundir.RunDirError, match=r"metrics.jsonl line 2 \(epoch 1\) is cut off"):
+        rundir.read_metrics(tmp_path, covered=2)
+
+
 def test_identify_refuses_what_the_files_cannot_be(warm, digits_betons, tmp_path, cifar_smoke_data):
     data = tmp_path / "data"
     shutil.copytree(Path(cifar_smoke_data) / "cifar10", data)
@@ -342,6 +354,28 @@ def test_full_disk_fails_in_one_line_and_keeps_the_checkpoint(warm, tmp_path):
         subprocess.run(["mount", "-o", f"remount,size={size_kb + 16384}k", str(disk)], check=True)
         rc, out = warm.run([*T, "--run-dir", str(run)])
         assert rc == 0, out[-3000:]  # room again: it resumes and finishes
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_full_disk_before_the_first_checkpoint_says_there_is_none(warm, tmp_path):
+    """The disk is too small for even the first checkpoint: the line says what is true (no
+    checkpoint yet, nothing to resume from), exit 1, no "failed" result."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (a disk that fills up)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # room for config.json, env.json, the log and a metrics row, not for resnet20's checkpoint (~2 MB)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        run = disk / "run"
+        rc, out = warm.run([*T, "--run-dir", str(run)])
+        last = out.strip().splitlines()[-1]
+        assert rc == 1 and last == (f"failed: {run}/checkpoint.pt: No space left on device; no checkpoint was "
+                                    "written yet, so there is nothing to resume from - fix this and run again "
+                                    "to start over"), out[-3000:]
+        assert not (run / "checkpoint.pt").exists() and not (run / "result.json").exists()
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
