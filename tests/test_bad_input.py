@@ -407,13 +407,19 @@ def test_done_run_without_model_pt_is_not_done(warm, done_run, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_batch_the_ranks_cannot_split(tmp_path):
-    """Found before anything is created, said once (by rank 0); torchrun then adds its own report
-    of a failed worker, which is torchrun's and not ours to shape."""
-    d = tmp_path / "run"
+    """Found before anything is created, said once (by rank 0) as the last thing that rank prints
+    (the other rank prints nothing); torchrun then adds its own report of a failed worker, which is
+    torchrun's and not ours to shape. Each rank's own output is kept apart with --redirects/--log-dir."""
+    d, logs = tmp_path / "run", tmp_path / "logs"
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "--redirects", "3", "--log-dir", str(logs),
                           "-m", "repro.train", *TINY, "data.batch_size=33", "--run-dir", str(d)], cwd=REPO,
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode != 0
     line = "error: data.batch_size=33 is not divisible by the 2 processes of this run; use a multiple of 2"
-    assert (out.stdout + out.stderr).count(line) == 1, out.stderr[-3000:]
+    own = {f"{p.parent.name}/{p.name}": p.read_text() for p in logs.rglob("*.log")}
+    assert sorted(own) == ["0/stderr.log", "0/stdout.log", "1/stderr.log", "1/stdout.log"], own
+    assert own["0/stderr.log"].strip().splitlines()[-1] == line, own
+    assert own["0/stdout.log"] == own["1/stdout.log"] == own["1/stderr.log"] == "", own
+    assert sum(t.count(line) for t in own.values()) == 1 and line not in out.stdout + out.stderr
     assert not d.exists()
