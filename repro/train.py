@@ -11,9 +11,9 @@ checkpoint resumes exactly (model, optimiser, lr schedule position, method state
 sums, per-rank RNG, loader position); a folder holding another config is refused. The loop and
 the methods are in ``repro.engine``.
 
-Exit codes of the CLI: 0 done, 1 failed (result.json says why; or the machine failed it, e.g. a
-full disk: nothing recorded, the checkpoint kept), 2 bad input (config, folder, data, environment;
-nothing touched) or the folder is in use by another process (its lock names it), 75 stopped by
+Exit codes of the CLI: 0 done, 1 failed (result.json says why, also for damaged data met only while
+reading it; or the machine failed it, e.g. a full disk: nothing recorded, the checkpoint kept if
+one was written), 2 bad input (config, folder, data, environment; nothing touched) or the folder is in use by another process (its lock names it), 75 stopped by
 a signal (checkpoint written, or nothing trained since the last one) - requeue me, 130 Ctrl-C
 (the same, then exit).
 """
@@ -144,9 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m repro.train",
         description="Train (and prune) one run into a run folder; resumes from whatever the folder holds. "
-                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed, 2 bad input or the folder "
-                    "is in use by another process (nothing touched), 75 stopped by a signal (checkpoint kept; "
-                    "requeue), 130 Ctrl-C.",
+                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed (also: damaged data met "
+                    "while training, or a full disk; the line names the file), 2 bad input or the folder is in use "
+                    "by another process (found before anything is written; nothing created or changed), 75 stopped "
+                    "by a signal (checkpoint kept; requeue), 130 Ctrl-C. Each ends with one line on stderr, the last "
+                    "thing the process prints (rank 0 only under torchrun/srun); torchrun then adds its own "
+                    "report of the failed worker (ChildFailedError) and exits 1: read the line above it.",
         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.05; "
                    "preset=cifar|imagenet picks a paper recipe (default: by the arch)")
