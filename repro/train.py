@@ -53,12 +53,11 @@ def _record_failure(a: Attempt, pos: Position, e: BaseException) -> None:
         a.wandb.finish(exit_code=EXIT_FAILED)
 
 
-def _machine_failed(a: Attempt, e: OSError) -> str:
-    """The one line for a machine failure, true to what the folder holds."""
+def _what_is_kept(a: Attempt) -> str:
+    """What a run that stopped on a failure of the machine or the data leaves, true to the folder."""
     if (a.run_dir / rundir.CHECKPOINT).exists():
-        return f"{e.filename or a.run_dir}: {e.strerror or e}; the last good checkpoint is kept - fix this and run again to resume"
-    return (f"{e.filename or a.run_dir}: {e.strerror or e}; no checkpoint was written yet, so there is nothing to "
-            "resume from - fix this and run again to start over")
+        return "the last good checkpoint is kept - fix this and run again to resume"
+    return "no checkpoint was written yet, so there is nothing to resume from - fix this and run again to start over"
 
 
 def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, start: StartingPoint) -> dict:
@@ -89,13 +88,13 @@ def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
         except OSError as e:
             # The machine, not the run: a full disk, a vanished mount. No "failed" result is written
             # (it could not be, or would hide a resumable run).
-            raise RunEnvironmentError(_machine_failed(a, e)) from None
+            raise RunEnvironmentError(f"{e.filename or a.run_dir}: {e.strerror or e}; {_what_is_kept(a)}") from None
         except Exception as e:
             _record_failure(a, pos, e)
             if isinstance(e, DataError):
                 # Damaged data met while reading (e.g. a corrupt JPEG for the plain loader): the folder is
                 # already written, so this is a failed run (exit 1), not bad input (exit 2: nothing touched).
-                raise TrainingFailed(f"{e}; fix the data and run again to resume from the last checkpoint") from None
+                raise TrainingFailed(f"{e}; {_what_is_kept(a)}") from None
             raise
         if a.wandb is not None:
             a.wandb.finish(exit_code=0)

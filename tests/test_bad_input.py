@@ -380,6 +380,30 @@ def test_full_disk_before_the_first_checkpoint_says_there_is_none(warm, tmp_path
         subprocess.run(["umount", str(disk)], capture_output=True)
 
 
+def test_imagenet_folder_batch_and_a_corrupt_jpeg_met_while_training(warm, tmp_path):
+    """Plain ImageNet folders: a batch larger than the train/ files is refused before anything is
+    written (exit 2); a corrupt JPEG can only be met while reading, when the folder is already
+    written, so it is a failed run (exit 1, result.json failed), the file named in the one line."""
+    from repro.data import synth
+    src = synth.make_imagenet(tmp_path / "imnet", classes=3, train_per_class=4, val_per_class=2, size=48, workers=1)
+    argv = ["-m", "repro.train", "model.arch=resnet18", "data.name=imagenet", f"data.path={src}", "data.loader=plain",
+            "data.workers=0", "data.train_res=32", "data.val_res=32", "data.val_resize=36", "schedule.epochs=1",
+            "schedule.val_batches=1", "device=cpu", "log.wandb=disabled"]
+    run = tmp_path / "run"
+    rc, out = warm.run([*argv, "data.batch_size=16", "--run-dir", str(run)])
+    assert rc == 2 and out.strip() == ("error: data.batch_size=16 is larger than the 12 training images of imagenet: "
+                                       "lower data.batch_size"), out[-3000:]
+    assert not run.exists()
+    bad = sorted((src / "train" / "n00000001").iterdir())[0]
+    bad.write_bytes(b"not a jpeg at all")
+    rc, out = warm.run([*argv, "data.batch_size=4", "--run-dir", str(run)])
+    last = out.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith(f"failed: ImageNet: cannot decode {bad} (") and last.endswith(
+        "replace or remove the file; no checkpoint was written yet, so there is nothing to resume from - fix this "
+        "and run again to start over"), out[-3000:]
+    assert rundir.read_result(run)["status"] == "failed" and not (run / "checkpoint.pt").exists()
+
+
 def test_done_run_without_model_pt_is_not_done(warm, done_run, tmp_path):
     """A folder whose result.json says done but whose model.pt was deleted is not done: the plan
     says so and the trainer runs the final phase again from the last checkpoint, delivering the
