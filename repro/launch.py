@@ -252,6 +252,8 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     from repro.runs.smoke import prepare_smoke_data
     root = Path(args.root)
     checks.check_root(root)
+    if args.only:  # --only is checked before the data step writes anything (the plan reads, never writes)
+        plan(spec, root, smoke=args.smoke, only=args.only, query=False)
     if args.smoke:
         data_dir, raw_dir = prepare_smoke_data(spec, Path(args.data or root / "data").resolve())
     else:
@@ -264,18 +266,15 @@ def _prepare(spec: TableSpec, args) -> tuple[Plan, Path, Path | None]:
     return _staged(p, args, sys.stderr), data_dir, raw_dir
 
 
-def _lock_table(spec: TableSpec, args, cluster: str) -> tuple[Path | None, FolderLock]:
+def _lock_table(spec: TableSpec, args, cluster: str) -> tuple[list[Path], FolderLock]:
     """One launcher per table root: planning and submitting hold ROOT/<table>/launch.lock (on this
     machine's clusters, also while the runs run: they are submitted as slots free up). A second
-    launch waits up to --lock-wait seconds, then says what the first is doing. Returns the table
-    folder if this call created it (None otherwise; removed again if the launch leaves it empty) and
-    the lock."""
-    checks.check_root(Path(args.root))
+    launch waits up to --lock-wait seconds, then says what the first is doing. Returns the folders
+    this call created, deepest first (removed again if the launch leaves them empty), and the lock."""
     folder = table_dir(Path(args.root), spec)
-    created = None
-    if not folder.is_dir():
-        folder.mkdir(parents=True)
-        created = folder
+    created = [f for f in (folder, *folder.parents) if not f.exists()]  # before check_root makes the root
+    checks.check_root(Path(args.root))
+    folder.mkdir(parents=True, exist_ok=True)
     what = f"launch {spec.name} --cluster {cluster}{' --smoke' if args.smoke else ''}"
     try:
         return created, acquire_waiting(folder / LAUNCH_LOCK, what, args.lock_wait, on_wait=lambda who: print(
@@ -355,8 +354,10 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
         return 130
     finally:
         held.release()
-        if created is not None and not any(created.iterdir()):
-            created.rmdir()  # a launch refused before it did anything leaves no trace
+        for f in created:  # deepest first: a launch refused before it did anything leaves no trace
+            if any(f.iterdir()):
+                break
+            f.rmdir()
 
 
 def _launch(spec: TableSpec, args, c: Cluster, cluster: str, held: FolderLock, layout: list[str]) -> int:

@@ -184,9 +184,12 @@ def append_metrics(run_dir: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, covered: int = 0) -> list[dict]:
     """Every epoch's row. A torn last line (a writer killed mid-line: no final newline) is
-    dropped; any other line that is not a JSON object is an error naming the line."""
+    dropped, unless its epoch is one of the first ``covered`` (the checkpoint's): that row was
+    written whole before the checkpoint was, so it was cut from outside, and its measured figures
+    (throughput, time) cannot be recomputed - an error naming the file and the epoch, as is any
+    other line that is not a JSON object."""
     p = Path(run_dir) / METRICS
     if not p.exists():
         return []
@@ -204,8 +207,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except ValueError:
             row = None
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-            if i == len(lines):  # no newline after it: the line being written when the writer died
+            epoch = rows[-1]["epoch"] + 1 if rows else 0  # rows are written in epoch order
+            if i == len(lines) and epoch >= covered:  # the line being written when the writer died
                 break
+            if i == len(lines):
+                raise RunDirError(f"{p} line {i} (epoch {epoch}) is cut off, but the checkpoint already covers "
+                                  "that epoch, so it will not be written again; restore the file from a copy, or delete "
+                                  "checkpoint.pt to train again")
             raise RunDirError(f"{p} line {i} is not an epoch's metrics ({line[:40]!r}); delete that line "
                               "(epochs after the checkpoint are rewritten on resume)")
         rows.append(row)

@@ -11,9 +11,9 @@ checkpoint resumes exactly (model, optimiser, lr schedule position, method state
 sums, per-rank RNG, loader position); a folder holding another config is refused. The loop and
 the methods are in ``repro.engine``.
 
-Exit codes of the CLI: 0 done, 1 failed (result.json says why; or the machine failed it, e.g. a
-full disk: nothing recorded, the checkpoint kept), 2 bad input (config, folder, data, environment;
-nothing touched) or the folder is in use by another process (its lock names it), 75 stopped by
+Exit codes of the CLI: 0 done, 1 failed (result.json says why, also for damaged data met only while
+reading it; or the machine failed it, e.g. a full disk: nothing recorded, the checkpoint kept if
+one was written), 2 bad input (config, folder, data, environment; nothing touched) or the folder is in use by another process (its lock names it), 75 stopped by
 a signal (checkpoint written, or nothing trained since the last one) - requeue me, 130 Ctrl-C
 (the same, then exit).
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from repro import dist, rundir
 from repro.config import Config, ConfigError, config_hash, help_text, run_name
+from repro.data.errors import DataError
 from repro.engine import setup
 from repro.engine.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Preempted, RunEnvironmentError,
                                  TrainingFailed, stopped)
@@ -50,6 +51,13 @@ def _record_failure(a: Attempt, pos: Position, e: BaseException) -> None:
                                         "config_hash": config_hash(a.cfg), "wall_s": pos.wall()})
     if a.wandb is not None:
         a.wandb.finish(exit_code=EXIT_FAILED)
+
+
+def _what_is_kept(a: Attempt) -> str:
+    """What a run that stopped on a failure of the machine or the data leaves, true to the folder."""
+    if (a.run_dir / rundir.CHECKPOINT).exists():
+        return "the last good checkpoint is kept - fix this and run again to resume"
+    return "no checkpoint was written yet, so there is nothing to resume from - fix this and run again to start over"
 
 
 def _run_here(cfg: Config, run_dir: Path, denv: dist.DistEnv, device, stop: StopFlag, start: StartingPoint) -> dict:
@@ -78,12 +86,15 @@ def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
         except (Preempted, KeyboardInterrupt):
             raise
         except OSError as e:
-            # The machine, not the run: a full disk, a vanished mount. The last good checkpoint is
-            # kept and no "failed" result is written (it could not be, or would hide a resumable run).
-            raise RunEnvironmentError(f"{e.filename or a.run_dir}: {e.strerror or e}; the last good checkpoint "
-                                      "is kept - fix this and run again to resume") from None
+            # The machine, not the run: a full disk, a vanished mount. No "failed" result is written
+            # (it could not be, or would hide a resumable run).
+            raise RunEnvironmentError(f"{e.filename or a.run_dir}: {e.strerror or e}; {_what_is_kept(a)}") from None
         except Exception as e:
             _record_failure(a, pos, e)
+            if isinstance(e, DataError):
+                # Damaged data met while reading (e.g. a corrupt JPEG for the plain loader): the folder is
+                # already written, so this is a failed run (exit 1), not bad input (exit 2: nothing touched).
+                raise TrainingFailed(f"{e}; {_what_is_kept(a)}") from None
             raise
         if a.wandb is not None:
             a.wandb.finish(exit_code=0)
@@ -132,9 +143,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m repro.train",
         description="Train (and prune) one run into a run folder; resumes from whatever the folder holds. "
-                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed, 2 bad input or the folder "
-                    "is in use by another process (nothing touched), 75 stopped by a signal (checkpoint kept; "
-                    "requeue), 130 Ctrl-C.",
+                    "Works as is under torchrun and srun. Exit codes: 0 done, 1 failed (also: damaged data met "
+                    "while training, or a full disk; the line names the file), 2 bad input or the folder is in use "
+                    "by another process (found before anything is written; nothing created or changed), 75 stopped "
+                    "by a signal (checkpoint kept; requeue), 130 Ctrl-C. Each ends with one line on stderr, the last "
+                    "thing the process prints (rank 0 only under torchrun/srun); torchrun then adds its own "
+                    "report of the failed worker (ChildFailedError) and exits 1: read the line above it.",
         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.05; "
                    "preset=cifar|imagenet picks a paper recipe (default: by the arch)")
@@ -147,7 +161,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from repro.data.errors import DataError
     try:
         cfg = Config.from_overrides(args.overrides)
         if args.print_config:

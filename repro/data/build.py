@@ -130,6 +130,40 @@ def per_process_batch(batch_size: int, processes: int) -> int:
     return batch_size // processes
 
 
+def _train_images(cfg, enough: int) -> int:
+    """The training set's size, known cheaply (after check_data): the .beton's checked header, the
+    digits split, the CIFAR pickles, ImageNet's train/ files; the last two counted only until
+    ``enough`` (reading or listing them all costs seconds to minutes)."""
+    if cfg.loader == "ffcv" and cfg.ffcv_dir:
+        return _check_betons(Path(cfg.ffcv_dir), cfg)["splits"]["train"]["images"]
+    if cfg.name == "digits":
+        from .digits import SPLIT_SIZES
+        return SPLIT_SIZES["train"]
+    n = 0
+    if cfg.name == "cifar10":
+        from .cifar10 import TRAIN_FILES, read_batch
+        files = (Path(cfg.path) / f for f in TRAIN_FILES)
+        count = lambda f: len(read_batch(f)[1])  # noqa: E731
+    else:
+        from .imagenet import _images, list_classes
+        files = (Path(cfg.path) / "train" / c for c in list_classes(cfg.path))
+        count = lambda f: len(_images(f))  # noqa: E731
+    for f in files:
+        n += count(f)
+        if n >= enough:
+            break
+    return n
+
+
+def check_batch_fits(cfg, n: int | None = None) -> None:
+    """One global batch must fit in the training set (the last partial batch of an epoch is
+    dropped, so a larger one would leave no training step). ``n``: the size when already known."""
+    n = _train_images(cfg, cfg.batch_size) if n is None else n
+    if n < cfg.batch_size:
+        raise DataError(f"data.batch_size={cfg.batch_size} is larger than the {n} training images of "
+                        f"{cfg.name}: lower data.batch_size")
+
+
 def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed: int = 0) -> Loaders:
     """Train and val loaders for this rank. `cfg.batch_size` is global: each rank gets
     batch_size // world_size images per batch."""
@@ -179,7 +213,5 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
                                              workers=workers, train=train, **common)
         train, val = make(ds_train, True), make(ds_val, False)
 
-    if len(train) == 0:
-        raise DataError(f"the training set ({train.n} images over {world_size} ranks) is smaller than "
-                        f"one batch of {per_rank}: lower data.batch_size")
+    check_batch_fits(cfg, train.n)  # len(train) == 0 exactly when train.n < per_rank * world_size
     return Loaders(train=train, val=val, num_classes=num_classes, num_train=train.n, num_val=val.n)

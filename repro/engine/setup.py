@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 
 def preflight(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> StartingPoint:
     """Every input error that can be found without touching the run folder (and without a process
-    group): the data set and its identity, the head size, the batch split, the starting weights,
-    the folder path. Raises ConfigError / DataError / RunDirError (one line). Returns the starting
+    group): the data set and its identity, the head size, the batch split and that one batch fits
+    in the training set, the starting weights, the folder path. Raises ConfigError / DataError / RunDirError (one line). Returns the starting
     point, checked (loaded) here unless the run resumes from its checkpoint."""
-    from repro.data import check_data, data_classes, per_process_batch
+    from repro.data import check_batch_fits, check_data, data_classes, per_process_batch
     check_data(cfg.data)
     per_process_batch(cfg.data.batch_size, denv.world_size)
+    check_batch_fits(cfg.data)
     classes = data_classes(cfg.data)
     if cfg.model.num_classes and cfg.model.num_classes < classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} is fewer than the {classes} classes of "
@@ -47,10 +48,10 @@ def inspect_folder(cfg: Config, run_dir: Path, world_size: int) -> tuple[dict | 
     rundir.check_config(run_dir, cfg)
     done = rundir.done_result(run_dir, cfg)  # a malformed or foreign result.json is refused
     rundir.read_env(run_dir)
-    rundir.read_metrics(run_dir)
     ckpt = rundir.load_checkpoint(run_dir)
     if ckpt is not None:
         checkpoint.validate(ckpt, cfg, run_dir, world_size)
+    rundir.read_metrics(run_dir, covered=ckpt["epoch"] if ckpt is not None else 0)  # rows it covers must be whole
     return ckpt, done
 
 
