@@ -75,7 +75,7 @@ def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
             log.info("removed partial files of a killed writer: %s", ", ".join(info["removed"]))
         try:
             result = execute(a, pos, info.pop("ckpt", None), start)
-        except (Preempted, KeyboardInterrupt):
+        except (Preempted, KeyboardInterrupt, rundir.RunDirError):  # a stop; a checkpoint refused: not a failure
             raise
         except OSError as e:
             # The machine, not the run: a full disk, a vanished mount. The last good checkpoint is

@@ -173,6 +173,32 @@ def test_nan_loss_fails_clearly_and_keeps_the_checkpoint(tmp_path):
     assert rundir.read_result(d)["status"] == "failed"
 
 
+def test_resume_in_another_amp_dtype_is_refused_unless_allowed_then_recorded(tmp_path, capsys):
+    """Issue 25 item 11: the checkpoint records the precision it was trained in; a requeue onto
+    another GPU type (bf16 <-> fp16) must not switch it silently. On CPU: a checkpoint that says
+    bfloat16, resumed under the CPU's float32."""
+    one = TINY + ["schedule.epochs=1"]
+    d = tmp_path / "run"
+    assert main(one + ["--run-dir", str(d)]) == 0
+    ck = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert ck["precision"] == "float32"
+    for name in (rundir.MODEL, rundir.RESULT):  # as if stopped before the final phase: it resumes from the checkpoint
+        (d / name).unlink()
+    ck["precision"] = "bfloat16"
+    torch.save(ck, d / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "lock"}
+    capsys.readouterr()
+    assert main(one + ["--run-dir", str(d)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # (after the log's warning that model.pt is missing)
+    assert err.startswith("error: "), err
+    assert "trained in bfloat16, this attempt would train in float32" in err and "allow_precision_switch" in err
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "lock"} == before
+    assert main(one + ["allow_precision_switch=true", "--run-dir", str(d)]) == 0
+    attempts = json.loads((d / "env.json").read_text())["attempts"]
+    assert [a.get("precision_switch") for a in attempts] == [None, {"from": "bfloat16", "to": "float32"}]
+    assert [a["precision"] for a in attempts] == ["float32", "float32"]
+
+
 def test_init_from_accepts_torchvision_style_state_dicts(tmp_path):
     from repro.config import ConfigError
     from repro.models import build_model

@@ -220,6 +220,9 @@ class Config(_Section):
     channels_last: bool = key(True, "channels_last memory format on CUDA (ignored on CPU)")
     sync_bn: bool = key(False, "synchronise BatchNorm statistics over ranks (the papers used per-GPU BN; "
                                "on: a DDP run equals one process with the same global batch)")
+    allow_precision_switch: bool = key(False, "resume a checkpoint trained in another AMP dtype (bf16 <-> fp16 "
+                                              "after a requeue onto another GPU type); off: refused in one line; "
+                                              "on: the switch is recorded in env.json", identity=False)
     stop_check_every: int = key(0, "training steps between the ranks' agreements on stop signals and divergence; "
                                    "0 = auto: 1 on CPU, 20 on CUDA (each check waits for the GPU)", identity=False)
 

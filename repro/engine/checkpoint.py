@@ -57,7 +57,7 @@ def write(a: Attempt, t: Training, pos: Position, partial=None) -> None:
         state = {
             "format": FORMAT, "config_hash": config_hash(a.cfg), "arch": a.cfg.model.arch,
             "num_classes": t.num_classes, "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
-            "world_size": a.denv.world_size, "method": t.method.name,
+            "world_size": a.denv.world_size, "method": t.method.name, "precision": a.precision.name,
             "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
             "scaler": t.scaler.state_dict() if t.scaler is not None else None,
             "partial": partial.state() if partial is not None else None,
@@ -80,6 +80,22 @@ def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
     if ckpt.get("batch") and ckpt.get("world_size") != world_size:
         raise rundir.RunDirError(f"{where} was taken mid-epoch with {ckpt.get('world_size')} processes; resume it "
                                  f"with {ckpt.get('world_size')}, not {world_size}")
+
+
+def precision_record(ckpt: dict, a: Attempt) -> dict:
+    """What env.json records of this attempt's precision against the checkpoint's (Precision.name,
+    e.g. bfloat16): the same (or a checkpoint that predates the field) resumes; another one - a
+    requeue onto another GPU type switches bf16 <-> fp16 - is refused in one line (RunDirError)
+    unless ``allow_precision_switch``, and then recorded as a switch."""
+    was, now = ckpt.get("precision"), a.precision.name
+    if was is None or was == now:
+        return {"precision": now}
+    if not a.cfg.allow_precision_switch:
+        raise rundir.RunDirError(f"{a.run_dir / rundir.CHECKPOINT} was trained in {was}, this attempt would train in "
+                                 f"{now} (another GPU type?); resume where it computes {was}, or set "
+                                 "allow_precision_switch=true to switch")
+    log.warning("precision switched from %s to %s on resume (allow_precision_switch)", was, now)
+    return {"precision": now, "precision_switch": {"from": was, "to": now}}
 
 
 def resume_position(ckpt: dict, pos: Position) -> None:

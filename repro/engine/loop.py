@@ -63,11 +63,13 @@ def begin(a: Attempt, pos: Position, ckpt: dict | None) -> dict | None:
     if dist.broadcast_object(ckpt is not None) and not a.is_main:
         ckpt = rundir.load_checkpoint(a.run_dir)
         checkpoint.validate(ckpt, a.cfg, a.run_dir, a.denv.world_size)
+    # Every rank holds the checkpoint now and refuses alike, before anything is recorded.
+    precision = checkpoint.precision_record(ckpt, a) if ckpt is not None else {"precision": a.precision.name}
     hosts = dist.gather_objects(dist.hostname())
     if a.is_main:
         resumed = None if ckpt is None else {k: ckpt[k] for k in ("epoch", "batch", "step")}
         rundir.record_attempt(a.run_dir, hosts=hosts, world_size=a.denv.world_size, source=a.denv.source,
-                              device=str(a.device), resumed_from=resumed)
+                              device=str(a.device), resumed_from=resumed, **precision)
         if ckpt is not None:
             rundir.trim_metrics(a.run_dir, ckpt["epoch"])
         elif (a.run_dir / rundir.METRICS).exists():
