@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.train_batches=3",
         "schedule.val_batches=2", "schedule.epochs=2", "schedule.milestones=1", "device=cpu", "deterministic=true"]
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
-               "imgs_per_s"}
+               "imgs_per_s", "data_wait_s", "data_wait_share"}
 # Not results: timings, and the code version (a shared checkout may get a commit mid-test).
-TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version", "latency"}
+TIMING = {"epoch_s", "imgs_per_s", "data_wait_s", "data_wait_share", "wall_s", "finished", "code_version", "latency"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -90,6 +90,10 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     rows = rundir.read_metrics(d)
     assert [r["epoch"] for r in rows] == [0, 1] and [r["step"] for r in rows] == [3, 6]
     assert all(set(r) == METRIC_KEYS for r in rows)
+    # The time spent waiting for the loader (issue 25 item 8), within the epoch's time.
+    assert all(0 < r["data_wait_s"] < r["epoch_s"] and r["data_wait_share"] == r["data_wait_s"] / r["epoch_s"]
+               for r in rows)
+    assert res["data_wait_share"] == rows[-1]["data_wait_share"]
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.02])  # warm-up, then 0.1 x0.2 at milestone 1
     assert rows[-1]["val_top1"] == res["val_top1"]  # method none: the delivered model is the trained one
     env = json.loads((d / "env.json").read_text())
