@@ -25,6 +25,7 @@ from conftest import PAUSE_PLUGIN, PLUGINS, REPO, pause_at_step, with_plugins
 from tests.test_train import TINY, cli, popen, wait_for
 
 SIGNALS_PLUGIN = PLUGINS / "signals.py"
+START_METHOD_PLUGIN = PLUGINS / "start_method.py"
 GROUP_HOLDERS_PLUGIN = PLUGINS / "group_holders.py"
 # signals to chosen ranks, and a count of the DDP wrappers still holding the group at teardown
 TWO_PLUGINS = with_plugins(SIGNALS_PLUGIN, GROUP_HOLDERS_PLUGIN)
@@ -122,6 +123,30 @@ def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, w
     out = cli(args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert rundir.read_result(d)["status"] == "done"
+
+
+def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption(tmp_path):
+    """Issue 25 item 9: plain-loader workers started by forkserver inherit no handler from the
+    trainer; SIGTERM to every process (as SLURM signals a job step) must not kill them, since the
+    trainer keeps fetching batches until its next stop check (every 20 steps here, CUDA's cadence)."""
+    from repro.data.worker_signals import WORKER_IGNORED_SIGNALS
+    from repro.engine.signals import STOP_SIGNALS
+    assert set(WORKER_IGNORED_SIGNALS) == set(STOP_SIGNALS)
+    d = tmp_path / "run"
+    args = TINY + ["data.workers=2", "schedule.train_batches=30", "schedule.epochs=1", "schedule.milestones=",
+                   "stop_check_every=20", "--run-dir", str(d)]
+    env = {**with_plugins(PAUSE_PLUGIN, START_METHOD_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": "2:120"}
+    p = popen(args, env=env)
+    wait_for(lambda: (d / "logs" / "paused-at-step-2").exists(), p)
+    procs = [psutil.Process(p.pid)] + psutil.Process(p.pid).children(recursive=True)
+    assert any("forkserver" in " ".join(q.cmdline()) for q in procs), [q.cmdline() for q in procs]
+    for q in procs:
+        q.send_signal(signal.SIGTERM)
+    rc = p.wait(180)
+    log = p.stdout.read()
+    assert rc == 75, log[-3000:]
+    assert "checkpointing at epoch 0 batch 20 (step 20)" in log, log[-3000:]
+    assert _ckpt(d) == (0, 20, 20) and rundir.read_result(d) is None  # to be requeued, not failed
 
 
 assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists() and GROUP_HOLDERS_PLUGIN.exists()
