@@ -26,6 +26,7 @@ from tests.test_train import TINY, cli, popen, wait_for
 
 SIGNALS_PLUGIN = PLUGINS / "signals.py"
 START_METHOD_PLUGIN = PLUGINS / "start_method.py"
+FULL_DISK_PLUGIN = PLUGINS / "full_disk.py"
 GROUP_HOLDERS_PLUGIN = PLUGINS / "group_holders.py"
 # signals to chosen ranks, and a count of the DDP wrappers still holding the group at teardown
 TWO_PLUGINS = with_plugins(SIGNALS_PLUGIN, GROUP_HOLDERS_PLUGIN)
@@ -147,6 +148,24 @@ def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption
     assert rc == 75, log[-3000:]
     assert "checkpointing at epoch 0 batch 20 (step 20)" in log, log[-3000:]
     assert _ckpt(d) == (0, 20, 20) and rundir.read_result(d) is None  # to be requeued, not failed
+
+
+def test_rank0_checkpoint_write_failure_ends_every_rank_at_once(tmp_path):
+    """Issue 25 item 3: rank 0's disk is full at epoch 1's checkpoint while rank 1 waits for it in
+    a collective; every rank must end within 60 s (not after dist_timeout_s = 600 s), the last
+    good checkpoint (epoch 0's) intact, no result.json (the machine failed, not the run)."""
+    d = tmp_path / "run"
+    env = {**with_plugins(FULL_DISK_PLUGIN), "PRUNEREPRO_TEST_FULL_DISK_AT": "2"}
+    ranks = _two_ranks(TINY + ["--run-dir", str(d)], env, timeout=240)
+    ended = time.time()
+    for rank, (rc, log) in enumerate(ranks):
+        assert rc == 1, f"rank {rank}: exit {rc} (None = still waiting)\n{log[-3000:]}"
+    assert ended - (d / "logs" / "full-disk").stat().st_mtime < 60
+    assert "failed: " in ranks[0][1] and "No space left on device" in ranks[0][1]  # the one line is rank 0's
+    # Rank 1 ended because rank 0 told it, not by a broken connection (gloo notices a peer that
+    # exited; NCCL waits in the collective until dist_timeout_s).
+    assert "rank 0 could not write" in (d / "logs" / "rank1.log").read_text()
+    assert _ckpt(d) == (1, 0, 3) and rundir.read_result(d) is None
 
 
 assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists() and GROUP_HOLDERS_PLUGIN.exists()

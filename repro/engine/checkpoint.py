@@ -17,6 +17,7 @@ import torch
 from repro import dist, rundir
 from repro.config import config_hash
 
+from .errors import RunEnvironmentError
 from .state import Attempt, Position, Training
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def write(a: Attempt, t: Training, pos: Position, partial=None) -> None:
     """Collective: every rank contributes its RNG state; rank 0 writes the file. ``pos`` is the
     position to resume at; ``partial``: the epoch sums so far when that is mid-epoch."""
     rngs = dist.gather_objects(rng_state(a.device))
+    failed: OSError | None = None
     if a.is_main:
         state = {
             "format": FORMAT, "config_hash": config_hash(a.cfg), "arch": a.cfg.model.arch,
@@ -64,8 +66,16 @@ def write(a: Attempt, t: Training, pos: Position, partial=None) -> None:
             "rng": rngs, "wall_s": pos.wall(), "last": pos.last,
             **t.method.state_dict(),
         }
-        rundir.save_checkpoint(a.run_dir, state)
-    dist.barrier()
+        try:
+            rundir.save_checkpoint(a.run_dir, state)
+        except OSError as e:  # a full disk: every rank ends now, not after the collective timeout
+            failed = e
+    if dist.broadcast_object(failed is not None if a.is_main else None):
+        if failed is not None:
+            raise failed
+        why = f"rank 0 could not write {a.run_dir / rundir.CHECKPOINT}; the last good checkpoint is kept"
+        log.error("%s", why)  # this rank's own log says why it ended (only rank 0 prints the one line)
+        raise RunEnvironmentError(f"{why} - see rank 0's log")
 
 
 def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
