@@ -22,10 +22,22 @@ WORKER_IGNORED_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR1", None), get
                                            signal.SIGTERM, signal.SIGINT) if s is not None)
 
 
+# How long a worker keeps serving after a SIGTERM. multiprocessing itself ends a daemonic worker
+# that is still alive when the trainer exits with SIGTERM and then joins it without a timeout: a
+# worker that ignored SIGTERM for good would hang that exit. This is enough for the trainer to
+# reach its next stop check (every 20 steps on CUDA) after SLURM's SIGTERM.
+TERM_GRACE_S = 30
+
+
+def _term_later(_signum, _frame) -> None:
+    signal.alarm(TERM_GRACE_S)  # SIGALRM's default action ends the worker then
+
+
 def ignore_stop_signals(_worker_id: int | None = None) -> None:
-    """Ignore the stop signals in this process (a DataLoader worker's worker_init_fn)."""
+    """Ignore the stop signals in this process (a DataLoader worker's worker_init_fn); SIGTERM
+    only for TERM_GRACE_S seconds."""
     for s in WORKER_IGNORED_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        signal.signal(s, _term_later if s == signal.SIGTERM else signal.SIG_IGN)
 
 
 def loader_context():
@@ -48,5 +60,6 @@ def _imported_by_forkserver() -> bool:
     return False
 
 
-if _imported_by_forkserver():
-    ignore_stop_signals()
+if _imported_by_forkserver():  # the server exits by itself with the trainer: ignore them for good
+    for _s in WORKER_IGNORED_SIGNALS:
+        signal.signal(_s, signal.SIG_IGN)
