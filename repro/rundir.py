@@ -286,8 +286,9 @@ def read_env(run_dir: Path) -> dict:
 
 
 def record_attempt(run_dir: Path, *, hosts: list[str], world_size: int, source: str, device: str,
-                   resumed_from: dict | None) -> dict:
-    """Append this attempt to env.json (created on the first attempt) and return the whole record."""
+                   resumed_from: dict | None, **facts) -> dict:
+    """Append this attempt to env.json (created on the first attempt) and return the whole record.
+    ``facts``: more of what this attempt ran with (the engine's precision and a switch of it)."""
     p = Path(run_dir) / ENV
     env = read_env(run_dir)
     code = code_version()
@@ -299,7 +300,7 @@ def record_attempt(run_dir: Path, *, hosts: list[str], world_size: int, source: 
     env["platform"] = platform.platform()
     attempt = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "code": code, "hosts": sorted(set(hosts)),
                "world_size": world_size, "launcher": source, "device": device, "jobs": job_ids(),
-               "resumed_from": resumed_from}
+               "resumed_from": resumed_from, **facts}
     env.setdefault("attempts", []).append(attempt)
     env["job_ids"] = sorted({a["jobs"]["slurm_job_id"] for a in env["attempts"] if "slurm_job_id" in a["jobs"]})
     # A run resumed on different code is worth knowing about when reading its numbers.

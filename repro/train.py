@@ -83,7 +83,7 @@ def _train(a: Attempt, info: dict, start: StartingPoint) -> dict:
             log.info("removed partial files of a killed writer: %s", ", ".join(info["removed"]))
         try:
             result = execute(a, pos, info.pop("ckpt", None), start)
-        except (Preempted, KeyboardInterrupt):
+        except (Preempted, KeyboardInterrupt, rundir.RunDirError, RunEnvironmentError):  # not a failure of the run
             raise
         except OSError as e:
             # The machine, not the run: a full disk, a vanished mount. No "failed" result is written
@@ -128,7 +128,7 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> dict:
         device = dist.pick_device(cfg.device, denv)
         owns_group = denv.distributed and not dist.initialized()
         with setup.process_switches(cfg):
-            dist.init(denv, device)
+            dist.init(denv, device, cfg.dist_timeout_s)
             try:
                 return _run_here(cfg, run_dir, denv, device, stop, start)
             finally:

@@ -146,6 +146,14 @@ class WandbLog:
             except Exception as e:  # noqa: BLE001
                 self._drop("summary", e)
 
+    def mark_preempting(self) -> None:
+        """Tell W&B the run is being preempted (it is resumed later, not crashed); never raises."""
+        if self.run is not None:
+            try:
+                self.run.mark_preempting()
+            except Exception as e:  # noqa: BLE001
+                self._drop("mark_preempting", e)
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the W&B run; never raises (see the module docstring)."""
         if self.run is not None:

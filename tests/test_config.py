@@ -107,7 +107,8 @@ def test_hash_is_stable_and_ignores_non_identity_keys():
     c = Config()
     assert config_hash(c) == config_hash(Config.from_json(c.to_json()))
     assert len(config_hash(c)) == 8
-    moved = c.replace({"data.path": "/elsewhere", "data.workers": 7, "log.wandb": "offline", "log.group": "t1"})
+    moved = c.replace({"data.path": "/elsewhere", "data.workers": 7, "log.wandb": "offline", "log.group": "t1",
+                       "dist_timeout_s": 60, "allow_precision_switch": True})
     assert config_hash(moved) == config_hash(c) and identity_diff(c, moved) == {}
     changed = c.replace({"optim.lr": 0.2})
     assert config_hash(changed) != config_hash(c)

@@ -261,6 +261,8 @@ def test_executor_parameters_memory_gpus_and_partitions():
     run = executor_params(c, "slurm", name="t")
     assert (run["tasks_per_node"], run["gpus_per_node"], run["slurm_partition"]) == (8, 8, "gpu")
     assert "mem_gb" not in run and "gpus_per_task" not in run  # every task sees the node's GPUs (NCCL IPC)
+    # one task that exits non-zero (a full disk on rank 0) ends the step at once (issue 25 item 3)
+    assert "--kill-on-bad-exit=1" in run["slurm_srun_args"]
     assert executor_params(Cluster(mem_gb=0), "slurm", name="t")["mem_gb"] == 0  # whole node, not dropped
     assert executor_params(Cluster(mem_gb=300), "slurm", name="t")["mem_gb"] == 300
     table = executor_params(c, "slurm", name="t", small=True)

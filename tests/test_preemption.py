@@ -25,6 +25,8 @@ from conftest import PAUSE_PLUGIN, PLUGINS, REPO, pause_at_step, with_plugins
 from tests.test_train import TINY, cli, popen, wait_for
 
 SIGNALS_PLUGIN = PLUGINS / "signals.py"
+START_METHOD_PLUGIN = PLUGINS / "start_method.py"
+FULL_DISK_PLUGIN = PLUGINS / "full_disk.py"
 GROUP_HOLDERS_PLUGIN = PLUGINS / "group_holders.py"
 # signals to chosen ranks, and a count of the DDP wrappers still holding the group at teardown
 TWO_PLUGINS = with_plugins(SIGNALS_PLUGIN, GROUP_HOLDERS_PLUGIN)
@@ -115,13 +117,57 @@ def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, w
     assert p.wait(120) == 75  # "requeue me"
     log = p.stdout.read()
     assert "preempted:" in log and "checkpointing at epoch 0 batch 2 (step 2)" in log
-    assert "W&B finish failed" in log  # the service really was gone
+    # the service really was gone: W&B's first call on the stop path (marking the run preempting,
+    # before the hand-off; issue 25 item 6) failed, and W&B was dropped
+    assert "W&B mark_preempting failed" in log
     assert _ckpt(d) == (0, 2, 2)
     assert rundir.read_result(d) is None  # the requeue path, not a failure
     # the requeued attempt resumes and finishes
     out = cli(args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert rundir.read_result(d)["status"] == "done"
+
+
+def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption(tmp_path):
+    """Issue 25 item 9: plain-loader workers started by forkserver inherit no handler from the
+    trainer; SIGTERM to every process (as SLURM signals a job step) must not kill them, since the
+    trainer keeps fetching batches until its next stop check (every 20 steps here, CUDA's cadence)."""
+    from repro.data.worker_signals import WORKER_IGNORED_SIGNALS
+    from repro.engine.signals import STOP_SIGNALS
+    assert set(WORKER_IGNORED_SIGNALS) == set(STOP_SIGNALS)
+    d = tmp_path / "run"
+    args = TINY + ["data.workers=2", "schedule.train_batches=30", "schedule.epochs=1", "schedule.milestones=",
+                   "stop_check_every=20", "--run-dir", str(d)]
+    env = {**with_plugins(PAUSE_PLUGIN, START_METHOD_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": "2:120"}
+    p = popen(args, env=env)
+    wait_for(lambda: (d / "logs" / "paused-at-step-2").exists(), p)
+    procs = [psutil.Process(p.pid)] + psutil.Process(p.pid).children(recursive=True)
+    assert any("forkserver" in " ".join(q.cmdline()) for q in procs), [q.cmdline() for q in procs]
+    for q in procs:
+        q.send_signal(signal.SIGTERM)
+    rc = p.wait(180)
+    log = p.stdout.read()
+    assert rc == 75, log[-3000:]
+    assert "checkpointing at epoch 0 batch 20 (step 20)" in log, log[-3000:]
+    assert _ckpt(d) == (0, 20, 20) and rundir.read_result(d) is None  # to be requeued, not failed
+
+
+def test_rank0_checkpoint_write_failure_ends_every_rank_at_once(tmp_path):
+    """Issue 25 item 3: rank 0's disk is full at epoch 1's checkpoint while rank 1 waits for it in
+    a collective; every rank must end within 60 s (not after dist_timeout_s = 600 s), the last
+    good checkpoint (epoch 0's) intact, no result.json (the machine failed, not the run)."""
+    d = tmp_path / "run"
+    env = {**with_plugins(FULL_DISK_PLUGIN), "PRUNEREPRO_TEST_FULL_DISK_AT": "2"}
+    ranks = _two_ranks(TINY + ["--run-dir", str(d)], env, timeout=240)
+    ended = time.time()
+    for rank, (rc, log) in enumerate(ranks):
+        assert rc == 1, f"rank {rank}: exit {rc} (None = still waiting)\n{log[-3000:]}"
+    assert ended - (d / "logs" / "full-disk").stat().st_mtime < 60
+    assert "failed: " in ranks[0][1] and "No space left on device" in ranks[0][1]  # the one line is rank 0's
+    # Rank 1 ended because rank 0 told it, not by a broken connection (gloo notices a peer that
+    # exited; NCCL waits in the collective until dist_timeout_s).
+    assert "rank 0 could not write" in (d / "logs" / "rank1.log").read_text()
+    assert _ckpt(d) == (1, 0, 3) and rundir.read_result(d) is None
 
 
 assert PAUSE_PLUGIN.exists() and SIGNALS_PLUGIN.exists() and GROUP_HOLDERS_PLUGIN.exists()

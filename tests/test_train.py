@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.train_batches=3",
         "schedule.val_batches=2", "schedule.epochs=2", "schedule.milestones=1", "device=cpu", "deterministic=true"]
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
-               "imgs_per_s"}
+               "imgs_per_s", "data_wait_s", "data_wait_share"}
 # Not results: timings, and the code version (a shared checkout may get a commit mid-test).
-TIMING = {"epoch_s", "imgs_per_s", "wall_s", "finished", "code_version", "latency"}
+TIMING = {"epoch_s", "imgs_per_s", "data_wait_s", "data_wait_share", "wall_s", "finished", "code_version", "latency"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -90,6 +90,10 @@ def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     rows = rundir.read_metrics(d)
     assert [r["epoch"] for r in rows] == [0, 1] and [r["step"] for r in rows] == [3, 6]
     assert all(set(r) == METRIC_KEYS for r in rows)
+    # The time spent waiting for the loader (issue 25 item 8), within the epoch's time.
+    assert all(0 < r["data_wait_s"] < r["epoch_s"] and r["data_wait_share"] == r["data_wait_s"] / r["epoch_s"]
+               for r in rows)
+    assert res["data_wait_share"] == rows[-1]["data_wait_share"]
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.02])  # warm-up, then 0.1 x0.2 at milestone 1
     assert rows[-1]["val_top1"] == res["val_top1"]  # method none: the delivered model is the trained one
     env = json.loads((d / "env.json").read_text())
@@ -171,6 +175,32 @@ def test_nan_loss_fails_clearly_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(TrainingFailed):
         run(Config.from_overrides(TINY + ["optim.lr=1e30"]), d)
     assert rundir.read_result(d)["status"] == "failed"
+
+
+def test_resume_in_another_amp_dtype_is_refused_unless_allowed_then_recorded(tmp_path, capsys):
+    """Issue 25 item 11: the checkpoint records the precision it was trained in; a requeue onto
+    another GPU type (bf16 <-> fp16) must not switch it silently. On CPU: a checkpoint that says
+    bfloat16, resumed under the CPU's float32."""
+    one = TINY + ["schedule.epochs=1"]
+    d = tmp_path / "run"
+    assert main(one + ["--run-dir", str(d)]) == 0
+    ck = torch.load(d / "checkpoint.pt", weights_only=True)
+    assert ck["precision"] == "float32"
+    for name in (rundir.MODEL, rundir.RESULT):  # as if stopped before the final phase: it resumes from the checkpoint
+        (d / name).unlink()
+    ck["precision"] = "bfloat16"
+    torch.save(ck, d / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "lock"}
+    capsys.readouterr()
+    assert main(one + ["--run-dir", str(d)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # (after the log's warning that model.pt is missing)
+    assert err.startswith("error: "), err
+    assert "trained in bfloat16, this attempt would train in float32" in err and "allow_precision_switch" in err
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "lock"} == before
+    assert main(one + ["allow_precision_switch=true", "--run-dir", str(d)]) == 0
+    attempts = json.loads((d / "env.json").read_text())["attempts"]
+    assert [a.get("precision_switch") for a in attempts] == [None, {"from": "bfloat16", "to": "float32"}]
+    assert [a["precision"] for a in attempts] == ["float32", "float32"]
 
 
 def test_init_from_accepts_torchvision_style_state_dicts(tmp_path):

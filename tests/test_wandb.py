@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import glob
+import os
+import signal
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -77,3 +81,63 @@ def test_disabled_writes_nothing(tmp_path):
     w.log({"step": 1})
     w.finish()
     assert list(tmp_path.iterdir()) == []
+
+
+class SlowFinishRun:
+    """A W&B run stand-in whose finish takes long (an online upload), recording the order of calls."""
+
+    def __init__(self, events: list):
+        self.events = events
+
+    def mark_preempting(self):
+        self.events.append("mark_preempting")
+
+    def finish(self, exit_code=0):
+        self.events.append("finish start")
+        time.sleep(0.5)
+        self.events.append("finish end")
+
+
+def test_a_stop_hands_the_signal_on_before_wandb_finishes(tmp_path):
+    """Issue 25 item 6: submitit's requeue handler (here: one that records the hand-off and exits
+    as submitit's does) runs before W&B's slow finish; W&B is only marked preempting before it."""
+    from repro.engine.agree import stop_here
+    from repro.engine.signals import StopFlag
+    from repro.wandb_log import WandbLog
+    events: list = []
+
+    def requeue_handler(signum, frame):
+        events.append("requeue")
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, requeue_handler)
+    try:
+        stop = StopFlag()
+        stop.install()
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert stop.signum == signal.SIGUSR2
+        w = WandbLog(tmp_path, setting="disabled", project="p", group="", name="n", config={}, is_main=True)
+        w.run = SlowFinishRun(events)
+        with pytest.raises(SystemExit):
+            stop_here(SimpleNamespace(wandb=w, stop=stop), ": test")
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert events == ["mark_preempting", "requeue"]
+
+
+def test_a_stop_without_a_handler_to_hand_on_finishes_wandb_then_raises_preempted(tmp_path):
+    from repro.engine.agree import stop_here
+    from repro.engine.errors import Preempted
+    from repro.engine.signals import StopFlag
+    events: list = []
+    stop = StopFlag()
+    stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        stop.restore()
+    w = WandbLog(tmp_path, setting="disabled", project="p", group="", name="n", config={}, is_main=True)
+    w.run = SlowFinishRun(events)
+    with pytest.raises(Preempted):
+        stop_here(SimpleNamespace(wandb=w, stop=stop), ": test")
+    assert events == ["mark_preempting", "finish start", "finish end"]

@@ -220,6 +220,12 @@ class Config(_Section):
     channels_last: bool = key(True, "channels_last memory format on CUDA (ignored on CPU)")
     sync_bn: bool = key(False, "synchronise BatchNorm statistics over ranks (the papers used per-GPU BN; "
                                "on: a DDP run equals one process with the same global batch)")
+    allow_precision_switch: bool = key(False, "resume a checkpoint trained in another AMP dtype (bf16 <-> fp16 "
+                                              "after a requeue onto another GPU type); off: refused in one line; "
+                                              "on: the switch is recorded in env.json", identity=False)
+    dist_timeout_s: int = key(600, "seconds a collective waits for the other ranks before the run ends with an "
+                                   "error: a rank that died otherwise idles the whole job this long",
+                              identity=False)
     stop_check_every: int = key(0, "training steps between the ranks' agreements on stop signals and divergence; "
                                    "0 = auto: 1 on CPU, 20 on CUDA (each check waits for the GPU)", identity=False)
 
@@ -228,6 +234,7 @@ class Config(_Section):
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         check(self.dtype == "float32" or self.device == "cpu", "dtype", "float64 runs on the CPU only: set device=cpu",
               self.dtype)
+        check(self.dist_timeout_s >= 1, "dist_timeout_s", "must be >= 1", self.dist_timeout_s)
         check(self.stop_check_every >= 0, "stop_check_every", "must be >= 0 (0 = auto)", self.stop_check_every)
         if self.schedule.epochs == 0:  # an evaluation-only run: nothing to train, something to evaluate
             check(self.prune.method == "none" and self.prune.init_from != "", "schedule.epochs",

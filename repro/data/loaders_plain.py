@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from . import augment
 from .errors import DataError
 from .sharding import EpochLoader
+from .worker_signals import ignore_stop_signals, loader_context
 
 
 def _identity(batch):
@@ -106,6 +107,8 @@ class PlainLoader(EpochLoader):
             # whole CIFAR epoch's loading on a small machine.
             self._dl = DataLoader(self.dataset, batch_sampler=self._sampler, collate_fn=_identity,
                                   num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                  worker_init_fn=ignore_stop_signals if self.workers else None,
+                                  multiprocessing_context=loader_context() if self.workers else None,
                                   persistent_workers=self.workers > 0,
                                   prefetch_factor=4 if self.workers else None)
         try:

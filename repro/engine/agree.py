@@ -62,15 +62,21 @@ def stop_check(a: Attempt, loss_sum: torch.Tensor | None, num_classes: int, wher
 
 
 def stop_here(a: Attempt, message: str) -> None:
-    """After an agreed stop (every rank comes here together): finish W&B, hand the signal to the
-    handler that was there before ours (e.g. submitit's requeue handler, which exits the process
+    """After an agreed stop (every rank comes here together): hand the signal to the handler that
+    was there before ours (e.g. submitit's requeue handler, which requeues and exits the process
     itself), else raise Preempted (SIGINT: Interrupted) with the signal's name + ``message``. A rank
-    that saw no signal itself has nothing to hand on."""
+    that saw no signal itself has nothing to hand on.
+
+    W&B only marks its run preempting before the hand-off (one quick message to its service); its
+    ``finish`` (online: the upload) comes after, when the hand-off returned: an upload that outlasts
+    SLURM's kill window must not cost the requeue."""
+    if a.wandb is not None:
+        a.wandb.mark_preempting()
+    name, signum = a.stop.name, a.stop.signum
+    a.stop.restore()
+    a.stop.chain()
     if a.wandb is not None:
         # Never fails: the preemption signal reaches wandb's service process too (SLURM signals
         # every process of the step) and a dead service must not turn a requeue into a failure.
         a.wandb.finish(exit_code=Preempted.exit_code)
-    name, signum = a.stop.name, a.stop.signum
-    a.stop.restore()
-    a.stop.chain()
     raise stopped(signum, f"{name}{message}")

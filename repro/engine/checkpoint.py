@@ -17,6 +17,7 @@ import torch
 from repro import dist, rundir
 from repro.config import config_hash
 
+from .errors import RunEnvironmentError
 from .state import Attempt, Position, Training
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,28 @@ def write(a: Attempt, t: Training, pos: Position, partial=None) -> None:
     """Collective: every rank contributes its RNG state; rank 0 writes the file. ``pos`` is the
     position to resume at; ``partial``: the epoch sums so far when that is mid-epoch."""
     rngs = dist.gather_objects(rng_state(a.device))
+    failed: OSError | None = None
     if a.is_main:
         state = {
             "format": FORMAT, "config_hash": config_hash(a.cfg), "arch": a.cfg.model.arch,
             "num_classes": t.num_classes, "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
-            "world_size": a.denv.world_size, "method": t.method.name,
+            "world_size": a.denv.world_size, "method": t.method.name, "precision": a.precision.name,
             "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
             "scaler": t.scaler.state_dict() if t.scaler is not None else None,
             "partial": partial.state() if partial is not None else None,
             "rng": rngs, "wall_s": pos.wall(), "last": pos.last,
             **t.method.state_dict(),
         }
-        rundir.save_checkpoint(a.run_dir, state)
-    dist.barrier()
+        try:
+            rundir.save_checkpoint(a.run_dir, state)
+        except OSError as e:  # a full disk: every rank ends now, not after the collective timeout
+            failed = e
+    if dist.broadcast_object(failed is not None if a.is_main else None):
+        if failed is not None:
+            raise failed
+        why = f"rank 0 could not write {a.run_dir / rundir.CHECKPOINT}; the last good checkpoint is kept"
+        log.error("%s", why)  # this rank's own log says why it ended (only rank 0 prints the one line)
+        raise RunEnvironmentError(f"{why} - see rank 0's log")
 
 
 def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
@@ -80,6 +90,22 @@ def validate(ckpt: dict, cfg, run_dir, world_size: int) -> None:
     if ckpt.get("batch") and ckpt.get("world_size") != world_size:
         raise rundir.RunDirError(f"{where} was taken mid-epoch with {ckpt.get('world_size')} processes; resume it "
                                  f"with {ckpt.get('world_size')}, not {world_size}")
+
+
+def precision_record(ckpt: dict, a: Attempt) -> dict:
+    """What env.json records of this attempt's precision against the checkpoint's (Precision.name,
+    e.g. bfloat16): the same (or a checkpoint that predates the field) resumes; another one - a
+    requeue onto another GPU type switches bf16 <-> fp16 - is refused in one line (RunDirError)
+    unless ``allow_precision_switch``, and then recorded as a switch."""
+    was, now = ckpt.get("precision"), a.precision.name
+    if was is None or was == now:
+        return {"precision": now}
+    if not a.cfg.allow_precision_switch:
+        raise rundir.RunDirError(f"{a.run_dir / rundir.CHECKPOINT} was trained in {was}, this attempt would train in "
+                                 f"{now} (another GPU type?); resume where it computes {was}, or set "
+                                 "allow_precision_switch=true to switch")
+    log.warning("precision switched from %s to %s on resume (allow_precision_switch)", was, now)
+    return {"precision": now, "precision_switch": {"from": was, "to": now}}
 
 
 def resume_position(ckpt: dict, pos: Position) -> None:

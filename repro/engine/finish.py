@@ -36,6 +36,7 @@ def _result_fields(a: Attempt, t: Training, pos: Position, delivered, final: dic
         "val_top1": final["val_top1"], "val_top5": final["val_top5"], "val_loss": final["val_loss"],
         "val_images": final["val_n"], "num_classes": t.num_classes,
         "train_loss": pos.last.get("train_loss"), "train_top1": pos.last.get("train_top1"),
+        "data_wait_share": pos.last.get("data_wait_share"),  # the last epoch's, rank 0's
         "conv_macs": counts.conv_macs, "baseline_conv_macs": base.conv_macs,
         "flops_reduction": 100.0 * (1 - counts.conv_macs / base.conv_macs),
         "params": counts.params, "baseline_params": base.params,

@@ -63,11 +63,13 @@ def begin(a: Attempt, pos: Position, ckpt: dict | None) -> dict | None:
     if dist.broadcast_object(ckpt is not None) and not a.is_main:
         ckpt = rundir.load_checkpoint(a.run_dir)
         checkpoint.validate(ckpt, a.cfg, a.run_dir, a.denv.world_size)
+    # Every rank holds the checkpoint now and refuses alike, before anything is recorded.
+    precision = checkpoint.precision_record(ckpt, a) if ckpt is not None else {"precision": a.precision.name}
     hosts = dist.gather_objects(dist.hostname())
     if a.is_main:
         resumed = None if ckpt is None else {k: ckpt[k] for k in ("epoch", "batch", "step")}
         rundir.record_attempt(a.run_dir, hosts=hosts, world_size=a.denv.world_size, source=a.denv.source,
-                              device=str(a.device), resumed_from=resumed)
+                              device=str(a.device), resumed_from=resumed, **precision)
         if ckpt is not None:
             rundir.trim_metrics(a.run_dir, ckpt["epoch"])
         elif (a.run_dir / rundir.METRICS).exists():
@@ -154,6 +156,27 @@ def preempt(a: Attempt, t: Training, pos: Position, sums: EpochSums | None = Non
     stop_here(a, f": checkpoint written at epoch {pos.epoch} batch {pos.batch}; resume by running again")
 
 
+class DataWait:
+    """The wall time this rank spent waiting for the loader's next batch (``over`` wraps the batch
+    iterator): with the epoch's time, it tells an input-bound run from a compute-bound one. On CUDA
+    the steps run ahead asynchronously, so the wait shows where the GPU would starve (as in
+    torchvision's reference script, which logs the same)."""
+
+    def __init__(self):
+        self.s = 0.0
+
+    def over(self, batches):
+        it = iter(batches)
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.s += time.perf_counter() - t
+            yield batch
+
+
 def epoch_batches(cfg: Config, loader) -> int:
     """Training batches per epoch and rank (``schedule.train_batches`` caps them; 0 = all)."""
     return min(len(loader), cfg.schedule.train_batches or len(loader))
@@ -164,9 +187,10 @@ def record_epoch(a: Attempt, row: dict) -> None:
     if a.is_main:
         rundir.append_metrics(a.run_dir, row)
         a.wandb.log(row)
-    log.info("epoch %d/%d lr %g train loss %.4f top1 %.2f | val loss %.4f top1 %.2f top5 %.2f | %.1fs",
-             row["epoch"] + 1, a.cfg.train_epochs, row["lr"], row["train_loss"], row["train_top1"],
-             row["val_loss"], row["val_top1"], row["val_top5"], row["epoch_s"])
+    log.info("epoch %d/%d lr %g train loss %.4f top1 %.2f | val loss %.4f top1 %.2f top5 %.2f | %.1fs, "
+             "%.0f%% waiting for data", row["epoch"] + 1, a.cfg.train_epochs, row["lr"], row["train_loss"],
+             row["train_top1"], row["val_loss"], row["val_top1"], row["val_top5"], row["epoch_s"],
+             100 * row["data_wait_share"])
 
 
 def run_epoch(a: Attempt, t: Training, pos: Position) -> None:
@@ -186,9 +210,9 @@ def run_epoch(a: Attempt, t: Training, pos: Position) -> None:
     pos.partial = None
     t.ddp.train()
     progress = Progress(total, start, f"epoch {epoch}", a.is_main, cfg.log.every)
-    t0, seen = time.time(), 0
+    t0, seen, wait = time.time(), 0, DataWait()
     try:
-        for i, (x, y) in enumerate(loader.iterate(start_batch=start), start=start):
+        for i, (x, y) in enumerate(wait.over(loader.iterate(start_batch=start)), start=start):
             if i >= total:
                 break
             loss, out = train_step(a, t, pos, x, y)
@@ -209,7 +233,8 @@ def run_epoch(a: Attempt, t: Training, pos: Position) -> None:
     va = evaluate(a, t.loaders, t.model)
     pos.last = {"step": pos.step, "epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_top1": tr["top1"],
                 "val_loss": va["val_loss"], "val_top1": va["val_top1"], "val_top5": va["val_top5"], "epoch_s": dt,
-                "imgs_per_s": seen * a.denv.world_size / dt if dt > 0 else float("nan")}
+                "imgs_per_s": seen * a.denv.world_size / dt if dt > 0 else float("nan"),
+                "data_wait_s": wait.s, "data_wait_share": wait.s / dt if dt > 0 else float("nan")}
     record_epoch(a, pos.last)
     pos.epoch, pos.batch = epoch + 1, 0
     checkpoint.write(a, t, pos)

@@ -184,6 +184,9 @@ def executor_params(c: Cluster, cluster: str, *, name: str, dependency: str = ""
         extra[k.lstrip("-")] = v if v else True
     params.update(nodes=1 if small else c.nodes, slurm_additional_parameters=extra,
                   slurm_signal_delay_s=c.signal_delay_s, slurm_array_parallelism=c.array_parallelism,
+                  # one task that exits non-zero ends the step: the others would wait in a
+                  # collective until its timeout (dist_timeout_s) with the GPUs idle
+                  slurm_srun_args=["--kill-on-bad-exit=1"],
                   # torch threads = the task's CPUs: without a cpuset (a cluster with no task
                   # affinity) torch starts one thread per core of the node in every task
                   slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"])
