@@ -207,3 +207,11 @@ def warm(tmp_path_factory):
     z = WarmPython(tmp_path_factory.mktemp("warm-logs"))
     yield z
     z.close()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start the ISA matrix's child runs right after collection when its tests are selected: they
+    run in the background beside the rest of the suite (tests/test_isa_matrix.py)."""
+    matrix = [i for i in items if i.nodeid.startswith("tests/test_isa_matrix.py")]
+    if matrix and not config.option.collectonly:
+        matrix[0].module.start()  # the module instance the tests will read their results from
