@@ -21,6 +21,7 @@ from repro.prune.exact import TOLERANCE, compare, strict_float32  # noqa: F401 -
 
 from .errors import TrainingFailed
 
+
 def failure(what: str, diff: float, rel: float) -> str | None:
     """The one-line reason a comparison fails the run, or None within TOLERANCE."""
     if rel <= TOLERANCE:

@@ -1,20 +1,18 @@
 """The equality check every exported file passes before it is written: the file's graph, read back
 as a user reads it, against the delivered PyTorch model on the same inputs, in float32.
 
-The figure is the run's own exactness figure (``repro.engine.exact``): max |Δ| / max |reference
+The figure is the run's own exactness figure (``repro.prune.exact``): max |Δ| / max |reference
 output|, refused beyond its ``TOLERANCE`` (1e-4). The inputs are ``CHECK_BATCH`` seeded N(0, 1)
 images at the run's input size (normalised images are of that scale); a file that had to be
 checked on real images would not be exact.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from repro.prune.exact import TOLERANCE, strict_float32
+from repro.prune.exact import TOLERANCE, relative, strict_float32
 
 CHECK_BATCH, CHECK_SEED = 4, 0
 
@@ -30,12 +28,10 @@ def reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def relative_difference(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
-    """(max |Δ|, max |Δ| / max |ref|); inf for a non-finite output or a shape mismatch."""
-    out = np.asarray(out, dtype=np.float32)
-    if out.shape != ref.shape or not (np.isfinite(ref).all() and np.isfinite(out).all()):
-        return math.inf, math.inf
-    diff, scale = float(np.abs(ref - out).max()), float(np.abs(ref).max())
-    return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
+    """(max |Δ|, max |Δ| / max |ref|): the run's own figure (``prune.exact.relative``) on a
+    backend's numpy output; inf for a non-finite output or a shape mismatch."""
+    return relative(torch.from_numpy(np.asarray(ref, dtype=np.float32)),
+                    torch.from_numpy(np.asarray(out, dtype=np.float32)))
 
 
 def refusal(what: str, diff: float, rel: float) -> str | None:

@@ -48,7 +48,13 @@ def compare(reference: nn.Module, model: nn.Module, x: torch.Tensor) -> tuple[fl
     with strict_float32(x.device):
         a = reference.eval()(x.float()).float()
         b = model.eval()(x.float()).float()
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+    return relative(a, b)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(max |Δ|, max |Δ| / max |a|) of two outputs, ``a`` the reference; inf for non-finite
+    outputs or a shape mismatch."""
+    if a.shape != b.shape or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return math.inf, math.inf
     diff, scale = (a - b).abs().max().item(), a.abs().max().item()
     return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf))
