@@ -122,14 +122,23 @@ def slurm_cluster():
 
 @pytest.fixture(scope="session")
 def shared_tmp(tmp_path_factory):
-    """A session-wide scratch folder on the shared file system (SLURM jobs see /tmp here)."""
-    return tmp_path_factory.mktemp("shared")
+    """A session-wide scratch folder on the shared file system (SLURM jobs see /tmp here). Under
+    pytest-xdist it is one folder for all workers (their base folders' parent), so data that a
+    fixture generates once is generated once per session, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    (root / "shared").mkdir(exist_ok=True)
+    return root / "shared"
 
 
 def _smoke_data(root, table: str):
+    from filelock import FileLock
+
     from repro.papers import load_table
     from repro.runs.smoke import prepare_smoke_data
-    prepare_smoke_data(load_table(table), root)
+    root.mkdir(exist_ok=True)
+    with FileLock(root / f".{table}.lock"):  # another worker may be writing it: wait, then reuse
+        prepare_smoke_data(load_table(table), root)
     return root
 
 
@@ -209,9 +218,24 @@ def warm(tmp_path_factory):
     z.close()
 
 
+# Files whose tests share one resource and must not run side by side on two xdist workers.
+SERIAL_GROUPS = {"tests/test_slurm_cluster.py": "slurm-cluster", "tests/test_slurm_launch.py": "slurm-cluster"}
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Start the ISA matrix's child runs right after collection when its tests are selected: they
-    run in the background beside the rest of the suite (tests/test_isa_matrix.py)."""
+    """Schedule for pytest-xdist (`-n 2 --dist loadgroup`, the README's test command): a file's
+    tests stay on one worker (its module fixtures are built once), the two SLURM files share one
+    worker (one test cluster), each ISA-matrix row is a group of its own; groups with `slow` tests
+    go first, so no long test starts last while the other worker idles. Without xdist the order
+    is the same and the ISA matrix starts in a background thread right after collection
+    (tests/test_isa_matrix.py)."""
+    groups = {}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        groups[item] = item.nodeid if path == "tests/test_isa_matrix.py" else SERIAL_GROUPS.get(path, path)
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    slow = {g for i, g in groups.items() if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: groups[i] not in slow)  # stable: within a group the file's order stays
     matrix = [i for i in items if i.nodeid.startswith("tests/test_isa_matrix.py")]
-    if matrix and not config.option.collectonly:
+    if matrix and not config.option.collectonly and not os.environ.get("PYTEST_XDIST_WORKER"):
         matrix[0].module.start()  # the module instance the tests will read their results from

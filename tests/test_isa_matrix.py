@@ -8,9 +8,10 @@ main suite already runs them with the CPU's own capability, so the rows below it
 row of the CPU's own capability and rows above it are skipped, saying so. Each child is first asked
 (tests/isa_probe.py) what it really got, since both libraries fall back silently.
 
-The children run in a background thread started right after collection (``start``, called from
-conftest.py): the main suite keeps about one of two cores busy, so the matrix runs beside it
-instead of adding its minutes to the suite's. Each test waits for its row.
+Under pytest-xdist (the README's test command) each row is a test like any other, scheduled first
+on whichever worker is free (conftest.py). Without xdist the children run in a background thread
+started right after collection (``start``, called from conftest.py), so the matrix runs beside a
+serial suite instead of adding its minutes to it; each test then waits for its row.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def why_not(aten: str) -> str | None:
 
 
 def _run_row(aten: str, onednn: str) -> dict:
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": onednn}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}  # a plain child pytest
+    env.update(ATEN_CPU_CAPABILITY=aten, ONEDNN_MAX_CPU_ISA=onednn)
     probe = subprocess.run([sys.executable, "-m", "tests.isa_probe"], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=120)
     if probe.returncode != 0:
@@ -90,9 +92,12 @@ def test_numerics_tests_pass_under_other_kernels(aten, onednn, onednn_name):
     reason = why_not(aten)
     if reason:
         pytest.skip(reason)
-    start()  # (already started after collection, unless this module was imported some other way)
-    assert _done.wait(1750), "the ISA matrix did not finish in time"
-    r = _results[aten]
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker of its own runs this row beside the rest
+        r = _run_row(aten, onednn)
+    else:
+        start()  # (already started after collection, unless this module was imported some other way)
+        assert _done.wait(1750), "the ISA matrix did not finish in time"
+        r = _results[aten]
     assert r["probe"] is not None, r.get("error")
     got = r["probe"]
     assert got["aten"] == aten.upper() and onednn_name in got["onednn"], got
