@@ -57,6 +57,12 @@ _WANDB_VARS = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_CACHE_DIR", "W
 # Session-wide too: module/session fixtures that train run before the per-test fixture below.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
+# One OpenMP thread in every process the tests start (trainers, torchrun workers, launcher jobs,
+# the ISA matrix's child pytest), as in the test process itself (`_one_thread` below). The suite
+# runs two things at once on 2 cores (two xdist workers, or a trainer beside its test): a 2-thread
+# op then spins while its other thread waits for a core. Measured on a loaded 2-core machine: a
+# ResNet-20 forward of 8 images took 25 ms of CPU at 1 thread and 242 ms at 2.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -131,13 +131,17 @@ def test_sigterm_to_every_process_with_wandb_offline_is_a_preemption(tmp_path, w
 def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption(tmp_path):
     """Issue 25 item 9: plain-loader workers started by forkserver inherit no handler from the
     trainer; SIGTERM to every process (as SLURM signals a job step) must not kill them, since the
-    trainer keeps fetching batches until its next stop check (every 20 steps here, CUDA's cadence)."""
+    trainer keeps fetching batches until its next stop check. Checks every 8 steps, signals after
+    step 2: 2 workers x prefetch 2 have sent indices 0..5 by then, so batches 6 and 7 (steps 7, 8)
+    are made after the signal. Few steps, since a worker keeps serving only TERM_GRACE_S (10 s)
+    after a SIGTERM (CUDA's 20-step cadence is far shorter); 18 steps overran that on a loaded
+    2-core machine."""
     from repro.data.worker_signals import WORKER_IGNORED_SIGNALS
     from repro.engine.signals import STOP_SIGNALS
     assert set(WORKER_IGNORED_SIGNALS) == set(STOP_SIGNALS)
     d = tmp_path / "run"
     args = TINY + ["data.workers=2", "schedule.train_batches=30", "schedule.epochs=1", "schedule.milestones=",
-                   "stop_check_every=20", "--run-dir", str(d)]
+                   "stop_check_every=8", "--run-dir", str(d)]
     env = {**with_plugins(PAUSE_PLUGIN, START_METHOD_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": "2:120"}
     p = popen(args, env=env)
     wait_for(lambda: (d / "logs" / "paused-at-step-2").exists(), p)
@@ -148,8 +152,8 @@ def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption
     rc = p.wait(180)
     log = p.stdout.read()
     assert rc == 75, log[-3000:]
-    assert "checkpointing at epoch 0 batch 20 (step 20)" in log, log[-3000:]
-    assert _ckpt(d) == (0, 20, 20) and rundir.read_result(d) is None  # to be requeued, not failed
+    assert "checkpointing at epoch 0 batch 8 (step 8)" in log, log[-3000:]
+    assert _ckpt(d) == (0, 8, 8) and rundir.read_result(d) is None  # to be requeued, not failed
 
 
 def test_rank0_checkpoint_write_failure_ends_every_rank_at_once(tmp_path):
