@@ -29,7 +29,7 @@ BASE = recipes.IMAGENET
 # W&B off (the smoke proves the pipeline, not the logging).
 SMOKE = {
     "data.batch_size": 32, "data.workers": 1, "data.train_res": 32, "data.val_res": 32,
-    "data.val_resize": 36, "schedule.epochs": 4, "schedule.milestones": (), "optim.lr": 0.004,
+    "data.val_resize": 36, "schedule.epochs": 4, "schedule.milestones": (3,), "optim.lr": 0.004,
     "log.wandb": "disabled",
 }
 SMOKE_DATA = {"kind": "imagenet", "classes": 8, "train_per_class": 40, "val_per_class": 20, "size": 48,
@@ -41,9 +41,7 @@ SMOKE_DATA = {"kind": "imagenet", "classes": 8, "train_per_class": 40, "val_per_
 # leaves the delivered model's BN running statistics stale. A larger lr does not help (ResNet-34
 # at lr x1 / x0.3 instead of x0.1: 22.5 / 26.3%); re-estimating BN on the same weights of a
 # ResNet-101 SFP run lifted it from 10.6% to 81%: the weights learn, the statistics lag.
-SMOKE_ROWS = ("resnet18/baseline", "resnet18/sfp-scratch", "resnet18/sfp-pretrained", "resnet34/baseline",
-              "resnet34/sfp-scratch", "resnet50/baseline", "resnet50/sfp-scratch", "resnet101/baseline",
-              "resnet101/sfp-scratch")
+SMOKE_ROWS = ("resnet18/baseline", "resnet18/sfp-scratch")
 
 RATE = 0.3
 FPGM, SB = "FPGM-T2", "SB"
