@@ -12,6 +12,7 @@ a submitit job (``repro.runs.submit.TrainJob``).
   builds the table when every run has ended (afterany). Locally it waits and builds it.
 
     python launch/table2.py --smoke             # miniature table, local executor, no SLURM
+    python launch/table2.py --smoke --all-rows  # the miniature of every row (runs/smoke-all)
     python launch/table2.py --dry-run           # what would happen, with a GPU-hours estimate
     python -m repro.launch table2 --help        # same CLI for any table by name
 """
@@ -76,6 +77,9 @@ def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> No
     ap.add_argument("--smoke", action="store_true",
                     help="the same table in miniature on generated data in the real layout "
                          "(real writer, loader, trainer, launcher); not comparable to the paper")
+    ap.add_argument("--all-rows", action="store_true",
+                    help="with --smoke: every row of the table in miniature, also those the miniature "
+                         "leaves out (the smoke table's header says why; default --root runs/smoke-all)")
     if spec is not None and spec.name in PROTOCOL_TABLES:
         ap.add_argument("--protocol", choices=list(PROTOCOL_TABLES[spec.name]), default="paper",
                         help="which protocol to reproduce (each has its own run folders and table): "
@@ -170,7 +174,7 @@ def _staged(p: Plan, args, file) -> Plan:
 
 def _fill_folders(args) -> None:
     """Fill in --root and --out, whose defaults depend on --smoke."""
-    args.root = args.root or ("runs/smoke" if args.smoke else "runs")
+    args.root = args.root or ("runs/smoke-all" if args.all_rows else "runs/smoke" if args.smoke else "runs")
     args.out = args.out or (str(Path(args.root) / "tables") if args.smoke else "tables")
 
 
@@ -299,9 +303,10 @@ def _submit_to_slurm(spec: TableSpec, args, c: Cluster, p: Plan, held: FolderLoc
     if not args.no_table:
         ex = make_executor(c, p, "slurm", name=f"{spec.name}-table", small=True,
                            dependency="afterany:" + ":".join(sorted({j.job_id for j in submitted})))
-        tj = ex.submit(TableJob(spec.name, args.root, args.out, args.smoke))
+        tj = ex.submit(TableJob(spec.name, args.root, args.out, args.smoke, args.all_rows))
         print(f"[launch] job {tj.job_id} builds the table into {args.out}/ when every run has ended", file=sys.stderr)
-    print(f"[launch] monitor: squeue -u $USER; python launch/{spec.name}.py --dry-run{' --smoke' if args.smoke else ''} "
+    print(f"[launch] monitor: squeue -u $USER; python launch/{spec.name}.py --dry-run{' --smoke' if args.smoke else ''}"
+          f"{' --all-rows' if args.all_rows else ''} "
           f"--root {args.root}; logs: {table_dir(Path(args.root), spec) / JOBS_DIR}/", file=sys.stderr)
     return True
 
@@ -311,7 +316,7 @@ def _finish(spec: TableSpec, args, data_dir, raw_dir) -> int:
     final = plan(spec, Path(args.root), smoke=args.smoke, data_dir=data_dir, raw_dir=raw_dir, only=args.only,
                  record=True)
     if not args.no_table:
-        paths = build(spec, args.root, args.out, smoke=args.smoke)
+        paths = build(spec, args.root, args.out, smoke=args.smoke, all_rows=args.all_rows)
         print(f"[launch] table written: {', '.join(str(x) for x in paths)}", file=sys.stderr)
     bad = [pl for pl in final.runs if pl.state in ("failed", "blocked")]
     for pl in bad:
@@ -334,6 +339,11 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
                                   "from torchvision's 1000-class ImageNet weights, which the miniature data "
                                   "cannot use")
             spec = load_table(PROTOCOL_TABLES[spec.name][args.protocol])
+        if args.all_rows:
+            if not args.smoke:
+                raise LaunchError("--all-rows is a form of the miniature: it needs --smoke (a full-size "
+                                  "launch runs every row already)")
+            spec = spec.every_row()
         _fill_folders(args)
         c = _cluster_args(args, spec)
         # --smoke is meant to run here, with no SLURM; an explicit --cluster slurm still works
