@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder for the table files (default tables/, --smoke: ROOT/tables)")
     ap.add_argument("--smoke", action="store_true", help="the miniature table made by `launch/NAME.py --smoke`")
     ap.add_argument("--all-rows", action="store_true",
-                    help="with --smoke: the miniature of every row (`launch/NAME.py --smoke --all-rows`)")
+                    help="the miniature of every row made by `launch/NAME.py --smoke --all-rows` (implies --smoke)")
     ap.add_argument("--check", action="store_true",
                     help="rebuild and compare with the .md/.tex/.csv in --out (not the .png, whose pixels "
                          "depend on the matplotlib version); write nothing; exit 1 on any difference")
@@ -134,9 +134,7 @@ def main(argv=None) -> int:
     except LookupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.all_rows and not a.smoke:
-        print("error: --all-rows is a form of the miniature: it needs --smoke", file=sys.stderr)
-        return 2
+    a.smoke |= a.all_rows
     root = a.root or smoke_root(a.smoke, a.all_rows)
     out = a.out or (str(Path(root) / "tables") if a.smoke else "tables")
     if not Path(root).is_dir():  # allowed: the table then shows the paper side and "missing" runs
