@@ -3,6 +3,7 @@
 The runs and the paper's values are declared in repro/papers/ (see repro.papers.TABLES).
 
     python launch/table2.py --smoke            # the miniature table, here, no SLURM
+    python launch/table2.py --all-rows         # the miniature of every row (runs/smoke-all)
     python launch/table2.py --dry-run          # the full plan with a GPU-hours estimate
     python launch/table2.py --help             # every flag
 """

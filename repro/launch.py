@@ -70,12 +70,13 @@ def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> No
                          "with --smoke runs/smoke/); on a cluster, a shared file system")
     ap.add_argument("--out", default=None,
                     help="where the table files go (default tables/, with --smoke ROOT/tables/)")
-    ap.add_argument("--data", default=None,
-                    help="converted data set, the folder with train.beton/val.beton (default "
-                         "data/<dataset>); with --smoke, where the generated data is kept (default ROOT/data)")
+    ap.add_argument("--data", default=None, help="converted data set, the folder with train.beton/val.beton "
+                    "(default data/<dataset>); with --smoke, where the generated data is kept (default ROOT/data)")
     ap.add_argument("--smoke", action="store_true",
                     help="the same table in miniature on generated data in the real layout "
                          "(real writer, loader, trainer, launcher); not comparable to the paper")
+    ap.add_argument("--all-rows", action="store_true", help="the miniature of every row, also those --smoke "
+                    "leaves out (its table's header says why); implies --smoke; default --root runs/smoke-all")
     if spec is not None and spec.name in PROTOCOL_TABLES:
         ap.add_argument("--protocol", choices=list(PROTOCOL_TABLES[spec.name]), default="paper",
                         help="which protocol to reproduce (each has its own run folders and table): "
@@ -92,9 +93,8 @@ def _add_launch_flags(ap: argparse.ArgumentParser, spec: TableSpec | None) -> No
                     help="slurm: wait for the runs and build the table here (local/debug always wait)")
     ap.add_argument("--no-table", action="store_true", help="do not build the table after the runs")
     ap.add_argument("--lock-wait", type=float, default=60, metavar="SECONDS",
-                    help="how long to wait while another launch of this table (same --root) is planning "
-                         "or submitting, or running its local runs (default 60); then say what it is doing "
-                         "and exit 2")
+                    help="how long to wait while another launch of this table (same --root) is planning or "
+                         "submitting, or running its local runs (default 60); then say what it is doing and exit 2")
     ap.add_argument("--local-jobs", type=int, default=2,
                     help="local: runs at once on this machine (default 2; each after its baseline)")
 
@@ -168,10 +168,11 @@ def _staged(p: Plan, args, file) -> Plan:
     return p
 
 
-def _fill_folders(args) -> None:
-    """Fill in --root and --out, whose defaults depend on --smoke."""
-    args.root = args.root or ("runs/smoke" if args.smoke else "runs")
+def _fill_folders(args, spec: TableSpec) -> TableSpec:
+    """Fill in --root and --out (defaults: by --smoke, --all-rows); the table to launch (--all-rows: every row)."""
+    args.root = args.root or ("runs/smoke-all" if args.all_rows else "runs/smoke" if args.smoke else "runs")
     args.out = args.out or (str(Path(args.root) / "tables") if args.smoke else "tables")
+    return spec.every_row() if args.all_rows else spec
 
 
 def _cluster_args(args, spec: TableSpec) -> Cluster:
@@ -299,10 +300,11 @@ def _submit_to_slurm(spec: TableSpec, args, c: Cluster, p: Plan, held: FolderLoc
     if not args.no_table:
         ex = make_executor(c, p, "slurm", name=f"{spec.name}-table", small=True,
                            dependency="afterany:" + ":".join(sorted({j.job_id for j in submitted})))
-        tj = ex.submit(TableJob(spec.name, args.root, args.out, args.smoke))
+        tj = ex.submit(TableJob(spec.name, args.root, args.out, args.smoke, args.all_rows))
         print(f"[launch] job {tj.job_id} builds the table into {args.out}/ when every run has ended", file=sys.stderr)
-    print(f"[launch] monitor: squeue -u $USER; python launch/{spec.name}.py --dry-run{' --smoke' if args.smoke else ''} "
-          f"--root {args.root}; logs: {table_dir(Path(args.root), spec) / JOBS_DIR}/", file=sys.stderr)
+    print(f"[launch] monitor: squeue -u $USER; python launch/{spec.name}.py --dry-run{' --smoke' * args.smoke}"
+          f"{' --all-rows' * args.all_rows} --root {args.root}; logs: {table_dir(Path(args.root), spec) / JOBS_DIR}/",
+          file=sys.stderr)
     return True
 
 
@@ -311,7 +313,7 @@ def _finish(spec: TableSpec, args, data_dir, raw_dir) -> int:
     final = plan(spec, Path(args.root), smoke=args.smoke, data_dir=data_dir, raw_dir=raw_dir, only=args.only,
                  record=True)
     if not args.no_table:
-        paths = build(spec, args.root, args.out, smoke=args.smoke)
+        paths = build(spec, args.root, args.out, smoke=args.smoke, all_rows=args.all_rows)
         print(f"[launch] table written: {', '.join(str(x) for x in paths)}", file=sys.stderr)
     bad = [pl for pl in final.runs if pl.state in ("failed", "blocked")]
     for pl in bad:
@@ -327,6 +329,7 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
     if isinstance(spec, str):
         spec = load_table(spec)
     args = build_parser(spec, prog or f"launch/{spec.name}.py").parse_args(argv)
+    args.smoke |= args.all_rows
     try:
         if getattr(args, "protocol", "paper") != "paper":
             if args.smoke:
@@ -334,7 +337,7 @@ def main(spec: TableSpec | str, argv: Sequence[str] | None = None, prog: str | N
                                   "from torchvision's 1000-class ImageNet weights, which the miniature data "
                                   "cannot use")
             spec = load_table(PROTOCOL_TABLES[spec.name][args.protocol])
-        _fill_folders(args)
+        spec = _fill_folders(args, spec)
         c = _cluster_args(args, spec)
         # --smoke is meant to run here, with no SLURM; an explicit --cluster slurm still works
         cluster = checks.resolve_cluster("local" if (args.smoke and args.cluster == "auto") else args.cluster)

@@ -3,6 +3,7 @@
     python -m repro.tables table2 --root runs --out tables            # writes tables/table2.{md,tex,csv,png}
     python -m repro.tables table2 --root runs --out tables --check    # exit 1 if the files are stale
     python -m repro.tables table2 --smoke                             # the miniature table (runs/smoke)
+    python -m repro.tables table2 --smoke --all-rows                  # its every-row version (runs/smoke-all)
 
 What a table holds: first the verdict summary (rows reproduced / not reproduced / inconclusive /
 not run) and the rule in one sentence (repro/report/verdict.py, evidence.py), then the main table
@@ -44,25 +45,34 @@ TEXT_SUFFIXES = (".md", ".tex", ".csv")  # compared by --check (the .png depends
 class TableJob:
     """The small CPU job queued after a table's runs (afterany): record job states, build the table."""
 
-    def __init__(self, table: str, root: str, out: str, smoke: bool):
-        self.table, self.root, self.out, self.smoke = table, root, out, smoke
+    def __init__(self, table: str, root: str, out: str, smoke: bool, all_rows: bool = False):
+        self.table, self.root, self.out, self.smoke, self.all_rows = table, root, out, smoke, all_rows
 
     def __call__(self):
         from repro.runs.plan import plan
         spec = load_table(self.table)
-        plan(spec, Path(self.root), smoke=self.smoke, record=True)  # notes runs whose job died
-        return [str(p) for p in build(spec, self.root, self.out, smoke=self.smoke)]
+        plan(spec.every_row() if self.all_rows else spec, Path(self.root), smoke=self.smoke,
+             record=True)  # notes runs whose job died
+        return [str(p) for p in build(spec, self.root, self.out, smoke=self.smoke, all_rows=self.all_rows)]
 
 
-def command_for(name: str, root: str, out: str, smoke: bool) -> str:
-    return f"python -m repro.tables {name} --root {root} --out {out}" + (" --smoke" if smoke else "")
+def smoke_root(smoke: bool, all_rows: bool = False) -> str:
+    """The default --root: runs/, the miniature's runs/smoke, its every-row version's runs/smoke-all."""
+    return "runs/smoke-all" if all_rows else "runs/smoke" if smoke else "runs"
+
+
+def command_for(name: str, root: str, out: str, smoke: bool, all_rows: bool = False) -> str:
+    return (f"python -m repro.tables {name} --root {root} --out {out}" + (" --smoke" if smoke else "")
+            + (" --all-rows" if all_rows else ""))
 
 
 def build(spec: TableSpec, root: str | Path, out: str | Path, *, smoke: bool = False,
-          write_to: str | Path | None = None, png: bool = True) -> list[Path]:
-    """Write OUT/<name>.{md,tex,csv,png}; `write_to` puts the files elsewhere (same header)."""
+          write_to: str | Path | None = None, png: bool = True, all_rows: bool = False) -> list[Path]:
+    """Write OUT/<name>.{md,tex,csv,png}; `write_to` puts the files elsewhere (same header).
+    `all_rows`: a miniature of every row, not only the spec's smoke_rows (``--smoke --all-rows``)."""
+    spec = spec.every_row() if all_rows else spec
     rows = collect(spec, root, smoke)
-    command = command_for(spec.name, str(root), str(out), smoke)
+    command = command_for(spec.name, str(root), str(out), smoke, all_rows)
     dest = Path(write_to if write_to is not None else out)
     dest.mkdir(parents=True, exist_ok=True)
     texts = {".md": render_md(spec, rows, command, smoke), ".tex": render_tex(spec, rows, command, smoke),
@@ -81,11 +91,12 @@ def build(spec: TableSpec, root: str | Path, out: str | Path, *, smoke: bool = F
     return paths
 
 
-def check(spec: TableSpec, root: str | Path, out: str | Path, *, smoke: bool = False) -> list[str]:
+def check(spec: TableSpec, root: str | Path, out: str | Path, *, smoke: bool = False,
+          all_rows: bool = False) -> list[str]:
     """Rebuild in a temporary folder; return the problems (empty = the files in OUT are current)."""
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
-        build(spec, root, out, smoke=smoke, write_to=tmp, png=False)
+        build(spec, root, out, smoke=smoke, write_to=tmp, png=False, all_rows=all_rows)
         for suffix in TEXT_SUFFIXES:
             fresh = (Path(tmp) / f"{spec.name}{suffix}").read_text()
             committed = Path(out) / f"{spec.name}{suffix}"
@@ -108,9 +119,12 @@ def main(argv=None) -> int:
         epilog="Exit codes: 0 ok, 1 --check found stale or hand-edited files, 2 bad input (including a "
                "malformed file in a run folder, named).")
     ap.add_argument("name", help="table name, e.g. table1, table2, snf_cifar")
-    ap.add_argument("--root", default=None, help="folder holding the run folders (default runs/, --smoke: runs/smoke)")
+    ap.add_argument("--root", default=None, help="folder holding the run folders (default runs/, --smoke: "
+                                                 "runs/smoke, --smoke --all-rows: runs/smoke-all)")
     ap.add_argument("--out", default=None, help="folder for the table files (default tables/, --smoke: ROOT/tables)")
     ap.add_argument("--smoke", action="store_true", help="the miniature table made by `launch/NAME.py --smoke`")
+    ap.add_argument("--all-rows", action="store_true",
+                    help="the miniature of every row made by `launch/NAME.py --smoke --all-rows` (implies --smoke)")
     ap.add_argument("--check", action="store_true",
                     help="rebuild and compare with the .md/.tex/.csv in --out (not the .png, whose pixels "
                          "depend on the matplotlib version); write nothing; exit 1 on any difference")
@@ -120,7 +134,8 @@ def main(argv=None) -> int:
     except LookupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    root = a.root or ("runs/smoke" if a.smoke else "runs")
+    a.smoke |= a.all_rows
+    root = a.root or smoke_root(a.smoke, a.all_rows)
     out = a.out or (str(Path(root) / "tables") if a.smoke else "tables")
     if not Path(root).is_dir():  # allowed: the table then shows the paper side and "missing" runs
         print(f"warning: --root {root} does not exist; every run shows as missing", file=sys.stderr)
@@ -133,13 +148,13 @@ def main(argv=None) -> int:
 
 def _build_or_check(spec: TableSpec, root: str, out: str, a) -> int:
     if a.check:
-        problems = check(spec, root, out, smoke=a.smoke)
+        problems = check(spec, root, out, smoke=a.smoke, all_rows=a.all_rows)
         for p in problems:
             print(p, file=sys.stderr)
-        print(f"{spec.name}: {'STALE or edited: rebuild with ' + command_for(spec.name, root, out, a.smoke) if problems else 'up to date'}",
-              file=sys.stderr)
+        again = command_for(spec.name, root, out, a.smoke, a.all_rows)
+        print(f"{spec.name}: {'STALE or edited: rebuild with ' + again if problems else 'up to date'}", file=sys.stderr)
         return 1 if problems else 0
-    for p in build(spec, root, out, smoke=a.smoke):
+    for p in build(spec, root, out, smoke=a.smoke, all_rows=a.all_rows):
         print(p)
     return 0
 

@@ -44,6 +44,10 @@ def test_dry_run_plans_the_full_size_table(name, tmp_path, capsys):
     assert launch.main(spec, ["--dry-run", "--smoke", "--root", str(root)]) == 0
     n = len(spec.runs(smoke=True))
     assert f"{name} (smoke): {n} runs (new {n}); to submit: {n}" in capsys.readouterr().out
+    # --all-rows (implies --smoke): the miniature of every row
+    assert launch.main(spec, ["--dry-run", "--all-rows", "--root", str(root)]) == 0
+    n = len(spec.rows) * len(spec.smoke_seeds)
+    assert f"{name} (smoke): {n} runs (new {n}); to submit: {n}" in capsys.readouterr().out
 
 
 @pytest.mark.timeout(120)

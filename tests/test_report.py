@@ -441,6 +441,24 @@ def test_a_miniature_of_a_subset_of_rows_shows_those_rows(tmp_path):
     assert {k for k in ("FPGM-T1", "SB") if f"[{k}] " in legend} == cited
 
 
+def test_miniature_says_why_rows_are_left_out_and_all_rows_shows_them(tmp_path):
+    """table2's miniature names its left-out rows' reason in its header; --all-rows (the same run
+    folders) shows every row, and its table is rebuilt and checked with the flag."""
+    assert T2.smoke_rows is not None and T2.smoke_rows_why
+    root = tmp_path / "smoke"
+    every = plan(T2.every_row(), root, smoke=True, query=False).runs
+    (pl,) = [p for p in every if p.run.row.key == "resnet34/baseline"]  # not a row of the miniature
+    write_done(pl, {"val_top1": 98.0, "val_top5": 100.0, "wall_s": 40.0, "world_size": 1})
+    md = tables.build(T2, root, root / "out", smoke=True, png=False)[0].read_text()
+    assert f"- Miniature rows: {len(T2.smoke_rows)} of the table's {len(T2.rows)}: {T2.smoke_rows_why}\n" in md
+    assert "Runs found: 0 of 2 expected" in md
+    out = root / "out-all"
+    md = tables.build(T2, root, out, smoke=True, png=False, all_rows=True)[0].read_text()
+    assert "Miniature rows" not in md and f"Runs found: 1 of {len(T2.rows)} expected" in md
+    assert f"`python -m repro.tables table2 --root {root} --out {out} --smoke --all-rows`" in md
+    assert tables.check(T2, root, out, smoke=True, all_rows=True) == []
+
+
 def test_deployed_speed_up_column_appears_only_with_exports(tmp_path):
     """The run-details column 'Speed-up deployed' (repro.export's latency.json) shows when some run
     was exported, and is absent otherwise (the export is opt-in)."""

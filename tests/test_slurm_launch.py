@@ -1,8 +1,9 @@
 """The launcher on the real local SLURM cluster, with the real trainer, writers and loaders.
 
-- table2 in smoke form: one run as a 2-node x 1-task DDP job; a table slice as a job array whose
-  pre-trained run waits (afterok) for its own baseline; the table is built; a second launch
-  submits nothing and leaves the table byte-identical.
+- table2 in smoke form, every row (--all-rows: the miniature itself has no pre-trained row): one
+  run as a 2-node x 1-task DDP job; a table slice as a job array whose pre-trained run waits
+  (afterok) for its own baseline; the table is built; a second launch submits nothing and leaves
+  the table byte-identical.
 - a run preempted with job._interrupt() requeues itself and resumes from its checkpoint.
 - a run whose job dies without a result (scancel) shows as failed, with the SLURM state, in the table.
 """
@@ -63,7 +64,7 @@ def _argv(root, data, partition, *extra):
 def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cluster, imagenet_smoke_data, capsys):
     spec = load_table("table2")
     root, part = tmp_path / "runs", slurm_cluster["partition"]
-    argv = lambda *extra: _argv(root, imagenet_smoke_data, part, *extra)  # noqa: E731
+    argv = lambda *extra: _argv(root, imagenet_smoke_data, part, "--all-rows", *extra)  # noqa: E731
 
     # 1. one run as a 2-node x 1-task DDP job through the real trainer (not waited for: the
     #    cluster has room for it and the array below at the same time)
@@ -72,7 +73,7 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
     job34 = json.loads((base34 / "jobs.json").read_text())["jobs"][-1]["job_id"]
 
     # 2. a slice of the table as an array: baseline + scratch in wave 1, pre-trained in wave 2 after its baseline
-    #    (ResNet-18: the miniature's one pre-trained row)
+    #    (ResNet-18's rows, with --all-rows)
     assert launch.main(spec, argv("--only", "resnet18/*", "--wait", "--no-table")) == 0
     runs = {p.name.split("-imagenet-")[1].rsplit("-", 3)[0] + "/" + p.name.split("-")[0]: p
             for p in _run_dirs(root, "table2").values()}
@@ -100,7 +101,9 @@ def test_table2_smoke_on_slurm_ddp_array_dependency_and_rerun(tmp_path, slurm_cl
     assert "nothing to submit" in capsys.readouterr().err
     out = root / "tables"
     md = (out / "table2.md").read_text()
-    assert "SMOKE TABLE" in md and "Runs found: 4 of 9 expected (done 4, running 0, failed 0, missing 5)" in md
+    n = len(spec.rows)
+    assert "SMOKE TABLE" in md and f"Runs found: 4 of {n} expected (done 4, running 0, failed 0, missing {n - 4})" in md
+    assert "Miniature rows" not in md and "--smoke --all-rows`" in md  # every row shown; rebuilt with the flag
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert launch.main(spec, argv(*both)) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -9,7 +9,7 @@ is `unconfirmed(...)`, never a guess; it renders as "unconfirmed" in every outpu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .sources import SOURCES
@@ -129,7 +129,10 @@ class TableSpec:
     base:          dotted overrides every run gets (data set, recipe).
     smoke:         dotted overrides on top, for `--smoke` (tiny images, few epochs).
     smoke_data:    what `--smoke` generates: ("imagenet" | "cifar10", synth kwargs).
-    smoke_rows:    the row keys `--smoke` runs (None: every row); a smaller miniature of a big table.
+    smoke_rows:    the row keys `--smoke` runs (None: every row); a smaller miniature of a big table
+                   (`--smoke --all-rows` runs every row anyway).
+    smoke_rows_why: why the miniature leaves the other rows out, measured (shown in the smoke
+                   table's header); empty: they "run at full size only".
     metrics:       which METRICS the table shows.
     paper_runs:    how many runs each of the paper's mean ± std is over (the verdict's Welch test
                    needs it); None where the paper gives single numbers.
@@ -147,6 +150,7 @@ class TableSpec:
     metrics: tuple[str, ...] = ("top1", "top1_drop")
     notes: tuple[str, ...] = ()
     smoke_rows: tuple[str, ...] | None = None  # rows the miniature runs (None: all)
+    smoke_rows_why: str = ""  # why the others are left out of the miniature (its header says so)
     protocol: str = ""  # for tables declared under several protocols (repro.papers.PROTOCOL_TABLES)
     paper_runs: int | None = None
 
@@ -180,6 +184,10 @@ class TableSpec:
                 if r.key in self.smoke_rows and r.init_from and r.init_from not in self.smoke_rows:
                     raise ValueError(f"{self.name}: smoke row {r.key} starts from {r.init_from}, "
                                      "which is not a smoke row")
+
+    def every_row(self) -> "TableSpec":
+        """The same table with a miniature of every row (``--smoke --all-rows``)."""
+        return replace(self, smoke_rows=None, smoke_rows_why="")
 
     def row(self, key: str) -> Row:
         for r in self.rows:

@@ -42,7 +42,8 @@ def rule_of(spec: TableSpec, smoke: bool) -> str:
 
 def _header(spec: TableSpec, s: dict, command: str) -> list[str]:
     """The facts above a table, one per line (the renderers add their own markup)."""
-    subset = ([f"Miniature rows: {s['rows']} of the table's {len(spec.rows)} (the others run at full size only)"]
+    why = f": {spec.smoke_rows_why}" if spec.smoke_rows_why else " (the others run at full size only)"
+    subset = ([f"Miniature rows: {s['rows']} of the table's {len(spec.rows)}{why}"]
               if s["rows"] < len(spec.rows) else [])
     return [f"Verdict: {s['verdict']}", s["rule"]] + subset + [f"Paper: {spec.source}",
             f"Made with: `{command}`",
