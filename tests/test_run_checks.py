@@ -16,6 +16,7 @@ import torch
 from repro import rundir, tables
 from repro.config import Config
 from repro.engine import exact
+from repro.engine import agree
 from repro.engine.agree import EXPLODED, divergence_reason
 from repro.engine.methods import sfp as sfp_method
 from repro.papers.spec import Row, TableSpec
@@ -40,6 +41,27 @@ def test_divergence_rule():
     assert divergence_reason(_sums(float("nan")), 8) == "training loss became NaN/inf"
     assert divergence_reason(_sums(float("inf")), 10) == "training loss became NaN/inf"
     assert divergence_reason(torch.zeros(4, dtype=torch.float64), 10) is None  # no batch yet
+
+
+def test_divergence_flag_built_on_the_device_is_the_rule():
+    """On a GPU the flag is computed where the sums are (agree.diverged_on_device), not read back
+    first: it must say what divergence_reason says for every case, at the limit too. The CPU keeps
+    divergence_reason itself. Checked on the CPU's tensors, and on the GPU's where there is one."""
+    limit = EXPLODED * math.log(8)
+    cases = [_sums(2.1), _sums(0.9 * limit), _sums(1.1 * limit), _sums(float("nan")), _sums(float("inf")),
+             _sums(-float("inf")), torch.zeros(4, dtype=torch.float64), torch.tensor([5.0, float("nan"), 0.0, 8.0],
+             dtype=torch.float64), _sums(limit), torch.tensor([1e300, 0.0, 0.0, 1e-300], dtype=torch.float64)]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for t in cases:
+        for classes in (8, 1000):
+            want = float(divergence_reason(t, classes) is not None)
+            for device in devices:
+                flag = agree.diverged_on_device(t.to(device), classes)
+                assert (flag.device.type, flag.dim(), flag.item()) == (device.type, 0, want), (t, classes, device)
+                assert agree.diverged_flag(t.to(device), classes, device).item() == want
+    assert [c for c in cases if divergence_reason(c, 8)] and [c for c in cases if not divergence_reason(c, 8)]
+    for device in devices:
+        assert agree.diverged_flag(None, 8, device).item() == 0.0
 
 
 def test_strict_float32_turns_tf32_off_and_restores_it():
