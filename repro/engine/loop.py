@@ -184,7 +184,11 @@ def epoch_batches(cfg: Config, loader) -> int:
 
 
 def record_epoch(a: Attempt, row: dict) -> None:
-    """An epoch's metrics: metrics.jsonl and W&B (rank 0), one log line (every rank)."""
+    """An epoch's metrics: metrics.jsonl and W&B (rank 0), one log line (every rank). The row is
+    stamped with the time it is recorded (``recorded_at``, Unix seconds): from one row to the next,
+    less the next one's ``epoch_s``, is what an epoch costs outside its training loop (checkpoint,
+    the method's hook, evaluation; python -m repro.bench.gpu reports it)."""
+    row["recorded_at"] = time.time()
     if a.is_main:
         rundir.append_metrics(a.run_dir, row)
         a.wandb.log(row)
