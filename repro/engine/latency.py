@@ -15,8 +15,9 @@ alike, and the medians over the rounds are recorded. The dense model has fresh r
   ones (``prune.compact.align_kept``; the same function), the form the GPU check and the exports
   time. Odd widths run far slower than the next multiple of 8 in cuDNN's and oneDNN's kernels, so
   this is the speed-up a deployment gets. Fewer rounds (``ALIGNED_REPEATS``): growing the model
-  back needs its dense twin (``prune.expand``), a few seconds on a ResNet-50, and the figure is
-  the secondary one. ``aligned_error`` instead when the aligned model cannot be built.
+  back needs its dense twin (``prune.expand``; measured 1-2 s of CPU for a ResNet-50/101), and
+  the figure is the secondary one. ``aligned_error`` instead when the aligned model cannot be
+  built.
 
 The theoretical speed-up is result.json's ``baseline_conv_macs / conv_macs``; ``python -m
 repro.bench.latency`` studies the gap between the two.

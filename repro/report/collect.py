@@ -5,8 +5,9 @@ what each run cost.
 
 Reads result.json (status, reason, val_top1/5, val_images, num_classes, flops_reduction, conv_macs,
 baseline_conv_macs, latency {dense_ms, delivered_ms, device, batch, threads, precision, repeats,
-resolution, folded_dense_ms, aligned_folded_ms, align, aligned_repeats}, wall_s, world_size, code_version, finished) and env.json (attempts); every key may be
-missing from an older run, and then the cell it feeds says nothing rather than guessing."""
+resolution, folded_dense_ms, aligned_folded_ms, align, aligned_repeats}, wall_s, world_size,
+code_version, finished) and env.json (attempts); every key may be missing from an older run, and
+then the cell it feeds says nothing rather than guessing."""
 from __future__ import annotations
 
 import math
