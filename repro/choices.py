@@ -15,3 +15,7 @@ CRITERIA = ("l2", "l1", "random")  # filter importance
 # ~70% FLOPs on ResNet-20 and -56 and loses nowhere, while the original curves lose to it on
 # ResNet-20 (docs/snf_search.md); rise-bn is the abstract's search with one correction.
 SNF_VARIANTS = ("rise-bn", "rise", "stage", "weights")
+# torch.compile around the training step (repro/engine/compiling.py): off, or a torch.compile
+# backend. aot_eager runs the same ATen kernels as eager through the compiler's graphs (no code
+# generation: bit-identical on the CPU, tests/test_compile.py); inductor generates fused kernels.
+COMPILE_BACKENDS = ("off", "inductor", "aot_eager")

@@ -40,6 +40,13 @@ def pause_at_step(step: int, seconds: float) -> dict:
     return {**with_plugins(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_AT_STEP": f"{step}:{seconds}"}
 
 
+def compile_stats(path: Path, *also: Path) -> dict:
+    """Environment that makes a trainer log, after every optimizer step, how many graphs
+    torch.compile has compiled so far into ``path`` (tests/plugins/compile_stats.py); ``also``:
+    more plugins to load with it (their own variables are the caller's to add)."""
+    return {**with_plugins(PLUGINS / "compile_stats.py", *also), "PRUNEREPRO_TEST_COMPILE_STATS": str(path)}
+
+
 def pause_in_write(name: str, seconds: float, nth: int = 1) -> dict:
     """Environment that makes the ``nth`` atomic write of file ``name`` pause half-way."""
     return {**with_plugins(PAUSE_PLUGIN), "PRUNEREPRO_TEST_PAUSE_IN_WRITE": f"{name}:{seconds}:{nth}"}

@@ -195,7 +195,7 @@ def test_the_room_table_is_read():
     assert rules["repro.io"].never == ("repro",)
     assert "torch" in rules["repro.papers"].never and "repro.engine" in rules["repro.papers"].never
     assert "repro.bench" in rules["repro.models"].never          # "every row after it"
-    assert rules["repro.bench"].unless == ("repro.engine.precision",)
+    assert rules["repro.bench"].unless == ("repro.engine.precision", "repro.engine.latency")
 
 
 def test_rooms_import_only_downwards_and_never_what_the_table_forbids():
@@ -207,7 +207,9 @@ def test_rooms_import_only_downwards_and_never_what_the_table_forbids():
         "repro.engine.latency imports repro.bench.latency, which its room must never import"]
     assert room_violations({"repro.papers.spec": (set(), {"torch"})}) == [
         "repro.papers.spec imports torch, which its room must never import"]
-    assert room_violations({"repro.bench.gpu": ({"repro.engine.precision"}, set())}) == []
+    assert room_violations({"repro.bench.gpu": ({"repro.engine.precision", "repro.engine.latency"}, set())}) == []
+    assert room_violations({"repro.bench.gpu": ({"repro.engine.loop"}, set())}) == [
+        "repro.bench.gpu imports repro.engine.loop, which its room must never import"]
 
 
 def test_planning_and_building_a_table_load_no_trainer(tmp_path):

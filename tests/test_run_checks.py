@@ -7,6 +7,7 @@ injected by replacing one function the trainer calls, nothing else.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from repro import rundir, tables
 from repro.config import Config
 from repro.engine import exact
+from repro.engine import agree
 from repro.engine.agree import EXPLODED, divergence_reason
 from repro.engine.methods import sfp as sfp_method
 from repro.papers.spec import Row, TableSpec
@@ -39,6 +41,27 @@ def test_divergence_rule():
     assert divergence_reason(_sums(float("nan")), 8) == "training loss became NaN/inf"
     assert divergence_reason(_sums(float("inf")), 10) == "training loss became NaN/inf"
     assert divergence_reason(torch.zeros(4, dtype=torch.float64), 10) is None  # no batch yet
+
+
+def test_divergence_flag_built_on_the_device_is_the_rule():
+    """On a GPU the flag is computed where the sums are (agree.diverged_on_device), not read back
+    first: it must say what divergence_reason says for every case, at the limit too. The CPU keeps
+    divergence_reason itself. Checked on the CPU's tensors, and on the GPU's where there is one."""
+    limit = EXPLODED * math.log(8)
+    cases = [_sums(2.1), _sums(0.9 * limit), _sums(1.1 * limit), _sums(float("nan")), _sums(float("inf")),
+             _sums(-float("inf")), torch.zeros(4, dtype=torch.float64), torch.tensor([5.0, float("nan"), 0.0, 8.0],
+             dtype=torch.float64), _sums(limit), torch.tensor([1e300, 0.0, 0.0, 1e-300], dtype=torch.float64)]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for t in cases:
+        for classes in (8, 1000):
+            want = float(divergence_reason(t, classes) is not None)
+            for device in devices:
+                flag = agree.diverged_on_device(t.to(device), classes)
+                assert (flag.device.type, flag.dim(), flag.item()) == (device.type, 0, want), (t, classes, device)
+                assert agree.diverged_flag(t.to(device), classes, device).item() == want
+    assert [c for c in cases if divergence_reason(c, 8)] and [c for c in cases if not divergence_reason(c, 8)]
+    for device in devices:
+        assert agree.diverged_flag(None, 8, device).item() == 0.0
 
 
 def test_strict_float32_turns_tf32_off_and_restores_it():
@@ -137,9 +160,40 @@ def test_done_runs_record_classes_and_latency(tmp_path):
         assert res["status"] == "done" and res["num_classes"] == 10 and res["val_images"] == 16
         lat = res["latency"]
         assert set(lat) == {"dense_ms", "delivered_ms", "device", "batch", "threads", "precision", "repeats",
-                            "resolution"}
+                            "resolution", "folded_dense_ms", "aligned_folded_ms", "align", "aligned_repeats"}
         assert lat["dense_ms"] > 0 and lat["delivered_ms"] > 0
+        assert lat["folded_dense_ms"] > 0 and lat["aligned_folded_ms"] > 0
+        assert (lat["align"], lat["aligned_repeats"]) == (8, 3)  # 1 warm-up + 3 rounds on a CPU
         assert (lat["device"], lat["batch"], lat["precision"], lat["resolution"]) == ("cpu", 8, "float32", 32)
         assert lat["threads"] == torch.get_num_threads() and lat["repeats"] >= 5
         assert res["saved_rel_diff"] == 0.0  # model.pt reads back bit-identical on CPU
     assert res["conv_macs"] < res["baseline_conv_macs"]  # the SFP run delivered a compact model
+
+
+@pytest.mark.timeout(120)
+def test_latency_times_the_aligned_folded_twin_of_the_delivered_function():
+    """The aligned model the latency figures time computes what was delivered (the exactness rule),
+    with every conv a multiple of 8 filters; a model it cannot be built for records why instead."""
+    from repro.demos.compact import demo
+    from repro.engine import latency
+    from repro.engine.precision import Precision
+    from repro.models.graph import prunable_convs
+    from repro.prune.compact import build_compact
+    from repro.prune.exact import TOLERANCE, compare
+    from repro.prune.hard import hard_prune
+    d = demo("resnet20", 0.3)
+    grown = latency.aligned(d.compact, "resnet20")
+    assert all(m.out_channels % latency.ALIGN == 0 for m in grown.modules() if isinstance(m, torch.nn.Conv2d))
+    assert any(m.out_channels % latency.ALIGN for m in d.compact.modules() if isinstance(m, torch.nn.Conv2d))
+    _diff, rel = compare(d.compact, grown, torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert rel <= TOLERANCE
+    # narrowed streams keep no record of the dense positions they dropped: no aligned twin (every
+    # conv keeping its first 3/4 leaves the last quarter of each stream unwritten, so it is dropped)
+    kept = {c.name: torch.arange(c.out_channels - c.out_channels // 4) for c in prunable_convs("resnet20")}
+    narrow = build_compact(hard_prune(copy.deepcopy(d.soft), "resnet20", kept), "resnet20", kept,
+                           narrow_streams=True).eval()
+    assert narrow.spec.streams
+    cpu = torch.device("cpu")
+    lat = latency.measure(narrow, "resnet20", 10, cpu, Precision(Config.from_overrides(["device=cpu"]), cpu), 32)
+    assert lat["delivered_ms"] > 0 and "aligned_folded_ms" not in lat
+    assert lat["aligned_error"].startswith("MaskError: a compact model with narrowed streams"), lat

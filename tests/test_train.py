@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.loader=plain", "data.workers=0", "data.batch_size=8", "schedule.train_batches=3",
         "schedule.val_batches=2", "schedule.epochs=2", "schedule.milestones=1", "device=cpu", "deterministic=true"]
 METRIC_KEYS = {"step", "epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "epoch_s",
-               "imgs_per_s", "data_wait_s", "data_wait_share"}
+               "imgs_per_s", "data_wait_s", "data_wait_share", "recorded_at"}
 # Not results: timings, and the code version (a shared checkout may get a commit mid-test).
-TIMING = {"epoch_s", "imgs_per_s", "data_wait_s", "data_wait_share", "wall_s", "finished", "code_version", "latency"}
+TIMING = {"epoch_s", "imgs_per_s", "data_wait_s", "data_wait_share", "recorded_at", "wall_s", "finished", "code_version",
+          "latency"}
 
 
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:

@@ -23,6 +23,9 @@ import sys
 
 import torch
 
+# The checkout this file belongs to comes first, as for `python -m` started from the repository
+# root (how the tests start every other command), whatever other copy of repro is installed.
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch.use_deterministic_algorithms(False)  # its first call imports most of torch's compiler stack
 import repro.launch  # noqa: E402,F401
 import repro.tables  # noqa: E402,F401

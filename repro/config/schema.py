@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from repro.choices import CRITERIA, DATASETS, LOADERS, PRUNE_METHODS, SNF_VARIANTS
+from repro.choices import COMPILE_BACKENDS, CRITERIA, DATASETS, LOADERS, PRUNE_METHODS, SNF_VARIANTS
 from repro.papers.recipes import CIFAR, IMAGENET, PRESETS, PRETRAINED_LR_SCALE
 
 from .keys import ConfigError, _Section, check, flatten, iter_keys, key, parse_value
@@ -226,6 +226,11 @@ class Config(_Section):
     dist_timeout_s: int = key(600, "seconds a collective waits for the other ranks before the run ends with an "
                                    "error: a rank that died otherwise idles the whole job this long",
                               identity=False)
+    compile: str = key("off", "torch.compile the training step (forward and backward; evaluation and the delivered "
+                              "model stay eager): off | inductor | aot_eager. Not part of the run's identity: "
+                              "checkpoints of compiled and eager attempts are interchangeable, and env.json's "
+                              "attempts record which one ran. Off until measured (python -m repro.bench.gpu)",
+                       identity=False, choices=COMPILE_BACKENDS)
     stop_check_every: int = key(0, "training steps between the ranks' agreements on stop signals and divergence; "
                                    "0 = auto: 1 on CPU, 20 on CUDA (each check waits for the GPU)", identity=False)
 

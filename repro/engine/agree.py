@@ -21,6 +21,10 @@ from .state import Attempt
 EXPLODED = 10.0
 
 
+def _exploded_limit(num_classes: int) -> float:
+    return EXPLODED * math.log(max(num_classes, 2))
+
+
 def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
     """Why the epoch's sums (``EpochSums.t``: loss x n, top-1, top-5, n) say the run diverged;
     None when they do not."""
@@ -28,11 +32,32 @@ def divergence_reason(loss_sum: torch.Tensor, num_classes: int) -> str | None:
     if not torch.isfinite(t).all():
         return "training loss became NaN/inf"
     mean = t[0].item() / t[3].item() if t[3].item() else 0.0
-    limit = EXPLODED * math.log(max(num_classes, 2))
+    limit = _exploded_limit(num_classes)
     if mean > limit:
         return (f"training loss exploded (epoch mean {mean:.4g} > {EXPLODED:g} x ln({num_classes}) "
                 f"= {limit:.3g})")
     return None
+
+
+def diverged_on_device(loss_sum: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """divergence_reason's verdict as a 0-dim float64 tensor (1 = diverged) computed where the sums
+    are, without reading them back: the same rule, in the same float64 arithmetic."""
+    t = loss_sum.detach().double()
+    n = t[3]
+    mean = torch.where(n != 0, t[0] / torch.where(n != 0, n, torch.ones_like(n)), torch.zeros_like(n))
+    return ((~torch.isfinite(t).all()) | (mean > _exploded_limit(num_classes))).double()
+
+
+def diverged_flag(loss_sum: torch.Tensor | None, num_classes: int, device: torch.device) -> torch.Tensor:
+    """The divergence flag the ranks agree on, a 0-dim float32 tensor on ``device`` (1 = diverged).
+    On a GPU it is computed there (``diverged_on_device``): reading the sums back first would wait
+    for every queued kernel once more per check, besides the wait the agreement's own read-back
+    costs. On the CPU, where a read-back costs nothing, ``divergence_reason`` decides, as it did."""
+    if loss_sum is None:
+        return torch.zeros((), device=device)
+    if device.type == "cuda":
+        return diverged_on_device(loss_sum, num_classes).float()
+    return torch.tensor(0.0 if divergence_reason(loss_sum, num_classes) is None else 1.0, device=device)
 
 
 def agreed_flags(a: Attempt, loss_sum: torch.Tensor | None = None, num_classes: int = 2) -> tuple[bool, bool]:
@@ -43,8 +68,8 @@ def agreed_flags(a: Attempt, loss_sum: torch.Tensor | None = None, num_classes: 
     epochs - and never because of its own flag: signals reach the ranks milliseconds apart, and a
     rank that entered this all-reduce while the others were in DDP's gradient all-reduce would hang
     the job. More flags can ride in the same all-reduce (one MAX over a small vector)."""
-    bad = 0.0 if loss_sum is None or divergence_reason(loss_sum, num_classes) is None else 1.0
-    flags = torch.tensor([bad, 1.0 if a.stop.signum is not None else 0.0], device=a.device)
+    flags = diverged_flag(loss_sum, num_classes, a.device).repeat(2)
+    flags[1] = 1.0 if a.stop.signum is not None else 0.0  # a Python number: no copy that waits
     if dist.active():
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
     diverged, stop = flags.tolist()

@@ -21,7 +21,7 @@ from repro import dist, rundir
 from repro.config import Config, run_name
 from repro.metrics import EpochSums
 
-from . import checkpoint, finish
+from . import checkpoint, compiling, finish
 from .agree import stop_check, stop_here
 from .init import StartingPoint
 from .logs import Progress
@@ -69,7 +69,7 @@ def begin(a: Attempt, pos: Position, ckpt: dict | None) -> dict | None:
     if a.is_main:
         resumed = None if ckpt is None else {k: ckpt[k] for k in ("epoch", "batch", "step")}
         rundir.record_attempt(a.run_dir, hosts=hosts, world_size=a.denv.world_size, source=a.denv.source,
-                              device=str(a.device), resumed_from=resumed, **precision)
+                              device=str(a.device), resumed_from=resumed, compile=a.cfg.compile, **precision)
         if ckpt is not None:
             rundir.trim_metrics(a.run_dir, ckpt["epoch"])
         elif (a.run_dir / rundir.METRICS).exists():
@@ -109,6 +109,7 @@ def build(a: Attempt, ckpt: dict | None, start: StartingPoint) -> tuple[Training
     if a.denv.distributed:
         ids = [a.device.index] if a.device.type == "cuda" else None
         t.ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    t.ddp = compiling.wrap(t.ddp, cfg.compile)  # the steps only; evaluation uses t.model
     return t, ctx
 
 
@@ -183,7 +184,11 @@ def epoch_batches(cfg: Config, loader) -> int:
 
 
 def record_epoch(a: Attempt, row: dict) -> None:
-    """An epoch's metrics: metrics.jsonl and W&B (rank 0), one log line (every rank)."""
+    """An epoch's metrics: metrics.jsonl and W&B (rank 0), one log line (every rank). The row is
+    stamped with the time it is recorded (``recorded_at``, Unix seconds): from one row to the next,
+    less the next one's ``epoch_s``, is what an epoch costs outside its training loop (checkpoint,
+    the method's hook, evaluation; python -m repro.bench.gpu reports it)."""
+    row["recorded_at"] = time.time()
     if a.is_main:
         rundir.append_metrics(a.run_dir, row)
         a.wandb.log(row)

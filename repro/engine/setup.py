@@ -16,7 +16,7 @@ from repro.io import clean_tmp
 from repro.lock import FolderLock, LockHeld
 from repro.rundir import FolderInUse, RunDirError
 
-from . import checkpoint
+from . import checkpoint, compiling
 from .init import StartingPoint
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def preflight(cfg: Config, run_dir: Path, denv: dist.DistEnv) -> StartingPoint:
     in the training set, the starting weights, the folder path. Raises ConfigError / DataError / RunDirError (one line). Returns the starting
     point, checked (loaded) here unless the run resumes from its checkpoint."""
     from repro.data import check_batch_fits, check_data, data_classes, per_process_batch
+    compiling.check(cfg)
     check_data(cfg.data)
     per_process_batch(cfg.data.batch_size, denv.world_size)
     check_batch_fits(cfg.data)

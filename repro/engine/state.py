@@ -71,6 +71,6 @@ class Training:
     loaders: Any            # repro.data.Loaders
     num_classes: int
     model: nn.Module        # the bare model: checkpointed, delivered
-    ddp: nn.Module | None   # what the steps run: the model, DDP-wrapped when distributed
+    ddp: nn.Module | None   # what the steps run: the model, DDP-wrapped when distributed, compiled (`compile`)
     optimizer: torch.optim.Optimizer
     scaler: Any = None      # the GradScaler (fp16 on CUDA), else None

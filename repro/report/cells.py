@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from repro.papers.spec import METRIC_LABELS, PaperValue, TableSpec
 
-from .collect import RowResult
+from .collect import ALIGNED_TO, RowResult
 
 FLOPS_TOLERANCE = 0.05  # points; a printed FLOPs value further than this from the count is flagged
 SNF_TOLERANCE = 0.1     # points; an SNF run must meet its FLOPs target this closely (docs/papers.md)
@@ -17,9 +17,12 @@ LEGEND = ("ours = mean ± sample std of the finished runs (their number: the run
           "baseline − pruned (points, positive = worse; ours paired by seed where the pruned run starts "
           "from that seed's baseline); FLOPs↓ in percent of conv multiply-accumulates: 'paper' as printed, "
           "'ours' = what the delivered models keep (the integer filter counts; SNF: measured), 'float conv.' "
-          "(run details) = the papers' float keep-ratio convention counted correctly; speed-up 'measured' "
-          "= dense latency / delivered-model latency as each run timed it, 'MACs' = baseline conv MACs / "
-          "delivered conv MACs (the theoretical speed-up), 'deployed' (shown when runs were exported) = "
+          "(run details) = the papers' float keep-ratio convention counted correctly; speed-up 'measured "
+          "(as delivered)' = dense latency / delivered-model latency as each run timed them, both as delivered "
+          "(BN not folded, the pruned widths), 'aligned x8 + BN folded' (shown when runs recorded it) = the "
+          "same with BN folded into the convs of both and the delivered convs grown to multiples of 8 filters "
+          "with exactly-zero ones (the same function; the form GPU kernels run fast), 'MACs' = baseline conv "
+          "MACs / delivered conv MACs (the theoretical speed-up), 'deployed' (shown when runs were exported) = "
           "dense / exported model latency, BN folded, ONNX Runtime on CPU (else TorchScript), at the "
           "throughput batch (`python -m repro.export`); "
           f"'{CHANCE}' = a run's accuracy is within 2 "
@@ -118,7 +121,12 @@ def _latency_note(rows: list[RowResult]) -> str | None:
                  f"{t} thread{'s' if t != 1 else ''}" if t is not None else "", str(p) if p is not None else "",
                  f"{r} px" if r is not None else "", f"{n} repeats" if n is not None else ""]
         return ", ".join(x for x in parts if x) or "settings not recorded"
-    return f"Speed-up measured on: {'; '.join(one(*s) for s in settings)}."
+    text = f"Speed-up measured on: {'; '.join(one(*s) for s in settings)}."
+    aligned = list(dict.fromkeys(n for rr in rows for n in rr.aligned_repeats))
+    if aligned:  # the same device, batch, threads and precision; its own number of rounds
+        text += (f" Aligned x{ALIGNED_TO} + BN folded: the same settings, "
+                 f"{' / '.join('?' if n is None else str(n) for n in aligned)} repeats.")
+    return text
 
 
 def notes(spec: TableSpec, rows: list[RowResult]) -> list[str]:

@@ -5,8 +5,9 @@ what each run cost.
 
 Reads result.json (status, reason, val_top1/5, val_images, num_classes, flops_reduction, conv_macs,
 baseline_conv_macs, latency {dense_ms, delivered_ms, device, batch, threads, precision, repeats,
-resolution}, wall_s, world_size, code_version, finished) and env.json (attempts); every key may be
-missing from an older run, and then the cell it feeds says nothing rather than guessing."""
+resolution, folded_dense_ms, aligned_folded_ms, align, aligned_repeats}, wall_s, world_size,
+code_version, finished) and env.json (attempts); every key may be missing from an older run, and
+then the cell it feeds says nothing rather than guessing."""
 from __future__ import annotations
 
 import math
@@ -28,6 +29,10 @@ from . import cost
 # The integer count builds two model skeletons; rows and tables repeat (arch, rate) pairs.
 _actual_reduction = lru_cache(maxsize=None)(actual_reduction)
 LATENCY_SETTINGS = ("device", "batch", "threads", "precision", "resolution", "repeats")
+# The alignment the aligned + folded speed-up column is labelled with: the engine's latency.ALIGN
+# (this room may not import the engine; tests/test_report.py checks they agree). A run that
+# recorded another alignment is left out of that column rather than mixed in.
+ALIGNED_TO = 8
 
 
 @dataclass
@@ -59,10 +64,12 @@ class RowResult:
     flops_actual: float | None = None         # integer filters (SFP: computed; SNF: measured)
     flops_measured: float | None = None       # mean of the runs' result.json flops_reduction
     n: dict[str, int] = field(default_factory=dict)  # runs behind each metric (a drop: its fewer row)
-    speedup_measured: list[float] = field(default_factory=list)  # latency dense_ms / delivered_ms
+    speedup_measured: list[float] = field(default_factory=list)  # latency dense_ms / delivered_ms (as delivered)
+    speedup_aligned_folded: list[float] = field(default_factory=list)  # folded_dense_ms / aligned_folded_ms
     speedup_macs: list[float] = field(default_factory=list)      # baseline_conv_macs / conv_macs
     speedup_deployed: list[float] = field(default_factory=list)  # exported: dense / delivered (repro.export)
     latency_settings: list[tuple] = field(default_factory=list)  # distinct LATENCY_SETTINGS seen
+    aligned_repeats: list[int] = field(default_factory=list)     # distinct aligned_repeats seen
 
     def mean(self, metric: str) -> float | None:
         v = self.values.get(metric) or []
@@ -107,6 +114,11 @@ def _speedups(rr: RowResult, done: list[dict]) -> None:
             setting = tuple(lat.get(k) for k in LATENCY_SETTINGS)
             if setting not in rr.latency_settings:
                 rr.latency_settings.append(setting)
+        if lat.get("align") == ALIGNED_TO and \
+                (a := _ratio(lat.get("folded_dense_ms"), lat.get("aligned_folded_ms"))) is not None:
+            rr.speedup_aligned_folded.append(a)
+            if lat.get("aligned_repeats") not in rr.aligned_repeats:
+                rr.aligned_repeats.append(lat.get("aligned_repeats"))
         if (t := _ratio(d.get("baseline_conv_macs"), d.get("conv_macs"))) is not None:
             rr.speedup_macs.append(t)
 

@@ -66,7 +66,8 @@ def _metric_lines(w, spec: TableSpec, rr: RowResult, smoke: bool, legend: Legend
         w.writerow(_line(**common, metric=m, **_paper_fields(ref, legend), ours_mean=_num(val),
                          diff=_num(val - ref.value if (ref and ref.confirmed and val is not None) else None)))
     if not base:
-        for m, xs in (("speedup_measured", rr.speedup_measured), ("speedup_macs", rr.speedup_macs)):
+        for m, xs in (("speedup_measured", rr.speedup_measured), ("speedup_aligned_folded", rr.speedup_aligned_folded),
+                      ("speedup_macs", rr.speedup_macs)):
             w.writerow(_line(**common, metric=m, ours_mean=_num(mean_of(xs)), ours_n=len(xs),
                              note="" if fmt_speedup(rr, xs) != "—" else "no run recorded it"))
         if (v := L.verdict_of_row(spec, rr, smoke)) is not None:

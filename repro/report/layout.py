@@ -11,7 +11,7 @@ from repro.papers.spec import METRIC_LABELS, PaperValue, TableSpec
 from . import evidence as E
 from .cells import (CHANCE, flops_mismatch, fmt_paper, fmt_printed, fmt_speedup, is_baseline, num,
                     status_text, target_missed)
-from .collect import RowResult
+from .collect import ALIGNED_TO, RowResult
 from .legend import Legend
 from .verdict import CONTEXT, NO_PAPER, NOT_RUN, Verdict, judge, row_verdict
 
@@ -215,6 +215,11 @@ def _n(d: Detail) -> str:
     return ", ".join(f"{METRIC_LABELS[m]} {e.n}" for m in d.spec.metrics if (e := E.ours(d.spec, d.rr, m)))
 
 
+# The run's own latency (result.json ``latency``, repro/engine/latency.py) two ways: the models as
+# delivered (the column every run fills), and aligned to multiples of 8 filters with BN folded.
+SPEEDUP_MEASURED = "Speed-up measured (as delivered)"
+SPEEDUP_ALIGNED = f"Speed-up aligned x{ALIGNED_TO} + BN folded"
+
 # The run-details table: (header, cell). One line here adds a column to every renderer.
 RUN_DETAILS = (
     ("Depth", lambda d: d.rr.row.model),
@@ -222,7 +227,8 @@ RUN_DETAILS = (
     ("n (runs behind each cell)", _n),
     ("Checks: d = ours − paper, its 90% interval, the band", _checks),
     ("FLOPs↓ float conv.", lambda d: "0" if is_baseline(d.rr) else num(d.rr.flops_float)),
-    ("Speed-up measured", lambda d: fmt_speedup(d.rr, d.rr.speedup_measured)),
+    (SPEEDUP_MEASURED, lambda d: fmt_speedup(d.rr, d.rr.speedup_measured)),
+    (SPEEDUP_ALIGNED, lambda d: fmt_speedup(d.rr, d.rr.speedup_aligned_folded)),
     ("Speed-up MACs", lambda d: fmt_speedup(d.rr, d.rr.speedup_macs)),
     ("Speed-up deployed", lambda d: fmt_speedup(d.rr, d.rr.speedup_deployed)),
     ("Cost measured", lambda d: "; ".join(r.cost.text() for r in d.rr.runs if r.cost.hours is not None) or "—"),
@@ -230,8 +236,10 @@ RUN_DETAILS = (
 )
 
 
-# Shown only when some row has a value: the exports are opt-in (``python -m repro.export``).
-OPTIONAL_DETAILS = {"Speed-up deployed": lambda rr: rr.speedup_deployed}
+# Shown only when some row has a value: the exports are opt-in (``python -m repro.export``), and
+# runs finished before the engine timed the aligned + folded models do not have that figure.
+OPTIONAL_DETAILS = {"Speed-up deployed": lambda rr: rr.speedup_deployed,
+                    SPEEDUP_ALIGNED: lambda rr: rr.speedup_aligned_folded}
 
 
 def _detail_columns(rows: list[RowResult]) -> list[tuple]:
