@@ -28,7 +28,7 @@ from tests.test_train import TINY, assert_same_run
 SFP = TINY + ["prune.method=sfp", "prune.rate=0.3", "log.wandb=disabled"]  # 2 epochs x 3 steps
 STOP_AT = 4  # epoch 1, after its first batch: a mid-epoch checkpoint
 
-pytestmark = [pytest.mark.numerics, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 
 def _start(warm, d, backend: str, stats, pause: bool):
