@@ -32,8 +32,7 @@ from torch import nn
 
 from repro.models import build_model
 from repro.models.fold import fold_bn
-from repro.prune.compact import align_kept, build_compact
-from repro.prune.expand import expand_compact
+from repro.prune.expand import expand_aligned
 from repro.timing import time_interleaved
 
 from .precision import Precision
@@ -59,8 +58,7 @@ def aligned(delivered: nn.Module, arch: str, multiple: int = ALIGN) -> nn.Module
     convs = [m for m in delivered.modules() if isinstance(m, nn.Conv2d)]
     if all(m.out_channels % multiple == 0 for m in convs):
         return copy.deepcopy(delivered).cpu().eval()
-    hard, kept = expand_compact(delivered, arch)
-    return build_compact(hard, arch, align_kept(arch, kept, multiple)).eval()
+    return expand_aligned(delivered, arch, multiple)
 
 
 def _medians(times: dict[str, list[float]]) -> dict[str, float]:

@@ -19,8 +19,7 @@ import torch
 from repro.config import EXPORT_FORMATS
 from repro.io import json_bytes
 from repro.models import arch_info, build_model, check_resolution
-from repro.prune.compact import align_kept, build_compact
-from repro.prune.expand import expand_compact
+from repro.prune.expand import expand_aligned
 from repro.prune.sfp import MaskError
 
 from . import check, graphs, timing
@@ -81,10 +80,9 @@ def _models(d: Delivered, align: int) -> dict[str, torch.nn.Module]:
     models = {"dense": dense, "delivered": d.model}
     if align > 1:
         try:
-            hard, kept = expand_compact(d.model, d.arch)
+            models["aligned"] = expand_aligned(d.model, d.arch, align)
         except MaskError as e:
             raise ExportError(f"--align: {e}") from None
-        models["aligned"] = build_compact(hard, d.arch, align_kept(d.arch, kept, align)).eval()
     return models
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..models import build_model
 from ..models.graph import prunable_convs, streams
-from .compact import _wiring
+from .compact import _wiring, align_kept, build_compact
 from .hard import check_kept
 from .sfp import MaskError, unwrap
 
@@ -70,3 +70,12 @@ def expand_compact(compact: nn.Module, arch: str) -> tuple[nn.Module, dict[str, 
             t.fill_(1.0 if pname == "running_var" else 0.0)  # pruned: zero filter, BN gamma = beta = 0
             _put(t, value, rows.get(name), None if isinstance(dst, nn.Linear) else cols.get(name))
     return dense, kept
+
+
+def expand_aligned(compact: nn.Module, arch: str, multiple: int) -> nn.Module:
+    """The compact model with every conv grown to a multiple of ``multiple`` filters: its dense
+    twin (``expand_compact``) rebuilt with the kept filters plus exactly-zero ones
+    (``align_kept``), so it computes the same function; eval mode. Raises MaskError as
+    ``expand_compact`` does."""
+    hard, kept = expand_compact(compact, arch)
+    return build_compact(hard, arch, align_kept(arch, kept, multiple)).eval()
