@@ -45,17 +45,31 @@ T0=$(date +%s)
 APT_PKGS=(pkg-config libturbojpeg0-dev libopencv-dev g++ python3-dev python3-venv git)
 # The test set-up only: pdflatex with booktabs and geometry (tests/test_tables.py compiles every
 # tables/*.tex; poppler-utils' pdftoppm renders a compiled table to PNG for a look).
-[ "$WITH_SLURM" = 0 ] || APT_PKGS+=(texlive-latex-base texlive-latex-recommended poppler-utils)
-missing=()
-for p in "${APT_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+TEST_PKGS=(texlive-latex-base texlive-latex-recommended poppler-utils)
+apt_install() {  # apt_install PKG...: those not installed yet
+  local missing=() p SUDO=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get -o Acquire::Retries=3 update -qq
   $SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+apt_install "${APT_PKGS[@]}"
+# --slurm: the test-only packages and the SLURM test cluster need nothing from the Python
+# environment, so they come up in the background while pip works (on a fresh machine their
+# downloads and installs take a minute or two); step 5 waits for them. The one apt user
+# from here on is that background job.
+BG=""
+if [ "$WITH_SLURM" = 1 ]; then
+  BG_LOG=$(mktemp /tmp/prunerepro-setup-slurm.XXXXXX)
+  ( apt_install "${TEST_PKGS[@]}" && bash "$ROOT/scripts/slurm/start_slurm.sh" ) >"$BG_LOG" 2>&1 &
+  BG=$!
+  # never leave it behind half-way through an apt install: if this script fails, wait for it
+  trap '[ -z "$BG" ] || wait "$BG" 2>/dev/null || true' EXIT
 fi
 
 # ---------------------------------------------------------------- 2. virtual environment
@@ -108,8 +122,11 @@ else
   log "Python environment up to date"
 fi
 
-# ---------------------------------------------------------------- 5. optional: SLURM test cluster
-if [ "$WITH_SLURM" = 1 ]; then
-  bash "$ROOT/scripts/slurm/start_slurm.sh"
+# ---------------------------------------------------------------- 5. optional: the background job
+if [ -n "$BG" ]; then
+  status=0; wait "$BG" || status=$?
+  BG=""
+  cat "$BG_LOG" >&2; rm -f "$BG_LOG"
+  [ "$status" = 0 ] || { log "installing the test packages or starting the SLURM test cluster failed (above)"; exit 1; }
 fi
 log "done in $(( $(date +%s) - T0 )) s"

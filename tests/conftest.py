@@ -235,20 +235,40 @@ def warm(tmp_path_factory):
 SERIAL_GROUPS = {"tests/test_slurm_cluster.py": "slurm-cluster", "tests/test_slurm_launch.py": "slurm-cluster"}
 
 
+def xdist_group(nodeid: str) -> str:
+    """The group a test runs in under pytest-xdist: its file; both SLURM files as one (one test
+    cluster); each ISA-matrix row on its own."""
+    path = nodeid.split("::")[0]
+    return nodeid if path == "tests/test_isa_matrix.py" else SERIAL_GROUPS.get(path, path)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Schedule for pytest-xdist (`-n 2 --dist loadgroup`, the README's test command): a file's
-    tests stay on one worker (its module fixtures are built once), the two SLURM files share one
-    worker (one test cluster), each ISA-matrix row is a group of its own; groups with `slow` tests
-    go first, so no long test starts last while the other worker idles. Without xdist the order
-    is the same and the ISA matrix starts in a background thread right after collection
-    (tests/test_isa_matrix.py)."""
-    groups = {}
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        groups[item] = item.nodeid if path == "tests/test_isa_matrix.py" else SERIAL_GROUPS.get(path, path)
-        item.add_marker(pytest.mark.xdist_group(groups[item]))
-    slow = {g for i, g in groups.items() if i.get_closest_marker("slow")}
-    items.sort(key=lambda i: groups[i] not in slow)  # stable: within a group the file's order stays
+    """Order: groups with `slow` tests first, so that no long test starts last while the other
+    worker idles (xdist hands groups out in this order: `pytest_xdist_make_scheduler`). Without
+    xdist the order is the same and the ISA matrix starts in a background thread right after
+    collection (tests/test_isa_matrix.py)."""
+    slow = {xdist_group(i.nodeid) for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: xdist_group(i.nodeid) not in slow)  # stable: within a group the file's order stays
     matrix = [i for i in items if i.nodeid.startswith("tests/test_isa_matrix.py")]
     if matrix and not config.option.collectonly and not os.environ.get("PYTEST_XDIST_WORKER"):
         matrix[0].module.start()  # the module instance the tests will read their results from
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n 2 --dist loadgroup` (the README's test command): whole groups (``xdist_group``) to a
+    worker, handed out in collection order. A file's module fixtures are then built once, not once
+    per worker. xdist's own loadgroup cannot group here: it renames node ids to carry the group,
+    which pytest 9 no longer allows (each test became a group of its own), and it would reorder
+    groups by their number of tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    config.option.loadscopereorder = False
+    return Groups(config, log)
+

@@ -88,6 +88,8 @@ def test_two_ranks_cover_validation_exactly_once(tmp_path):
         assert r0["len"] == r1["len"] == 6 and r0["num_val"] == 360  # 180 per rank, batches of 32
         assert r0["train_len"] == r1["train_len"] == 1437 // 2 // 32
     assert result["ffcv"][0]["seen"] == result["plain"][0]["seen"]
-    # the on-demand conversion by two ranks at once left exactly the two files (and the lock)
+    # the on-demand conversion by two ranks at once left exactly the two files, their identity, the
+    # rendering later processes read (repro.data.digits) and the lock: no temporary file
     cache = Path(tmp_path / "cache")
-    assert sorted(p.name for p in next(cache.iterdir()).iterdir()) == [".lock", "dataset.json", "train.beton", "val.beton"]
+    assert sorted(p.name for p in next(cache.iterdir()).iterdir()) == \
+        [".lock", "dataset.json", "rendered.npz", "train.beton", "val.beton"]

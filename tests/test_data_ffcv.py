@@ -191,6 +191,22 @@ def test_truncated_beton_is_refused(cifar, tmp_path):
             check_data(cfg)
 
 
+def test_header_layout_is_ffcvs_and_checking_a_file_needs_no_ffcv(cifar):
+    """check_beton restates FFCV's on-disk layout (to spare the launcher FFCV's import): it must
+    be FFCV's, and a check in a fresh process must not import FFCV."""
+    import subprocess
+    import sys
+    from ffcv import types
+    from repro.data import beton
+    assert (beton.HEADER, beton.FIELD_DESC, beton.ALLOC_TABLE, beton.FFCV_FORMAT_VERSION) == \
+        (types.HeaderType, types.FieldDescType, types.ALLOC_TABLE_TYPE, types.CURRENT_VERSION)
+    _, out = cifar
+    code = (f"import sys; from repro.data.beton import check_beton; n = check_beton({str(out / 'val.beton')!r}); "
+            "print(n, 'ffcv' in sys.modules)")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert got == ["50", "False"], got  # the fixture's 50 validation images
+
+
 @pytest.mark.timeout(180)
 def test_corrupt_jpeg_fails_the_writer_cleanly(imnet, tmp_path):
     src, _ = imnet

@@ -99,7 +99,8 @@ def tiny(tmp_path_factory, cifar_smoke_data):
     base = t1.rows[0]
     bad = dataclasses.replace(base, key="resnet20/broken", variant="bad init (fails on purpose)",
                               overrides={**base.overrides, "prune.init_from": "/nonexistent/baseline"}, paper={})
-    spec = dataclasses.replace(t1, name="tiny", rows=(base, bad), smoke_rows=None)
+    spec = dataclasses.replace(t1, name="tiny", rows=(base, bad), smoke_rows=None,
+                               smoke={**t1.smoke, "schedule.epochs": 1})  # what a cell shows, not training
     d = tmp_path_factory.mktemp("tiny")
     argv = ["--smoke", "--cluster", "local", "--root", str(d / "runs"), "--data", str(cifar_smoke_data)]
     rc = launch.main(spec, argv)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from .errors import DataError
 from .stats import STATS
 
 log = logging.getLogger(__name__)
+NO_FFCV = ("FFCV is not importable here: install it (`pip install -e .[ffcv]`, see scripts/setup.sh) or set "
+           "data.loader=plain")
 
 
 @dataclass
@@ -53,11 +56,8 @@ def check_data(cfg) -> None:
     """Cheap pre-flight check of a `repro.config.DataConfig`; raises DataError (one line)."""
     _check_cfg(cfg)
     if cfg.loader == "ffcv":
-        try:
-            from . import ffcv_import  # noqa: F401
-        except ImportError:
-            raise DataError("FFCV is not importable here: install it (`pip install -e .[ffcv]`, "
-                            "see scripts/setup.sh) or set data.loader=plain") from None
+        if importlib.util.find_spec("ffcv") is None:  # (importing it costs seconds: build_loaders does)
+            raise DataError(NO_FFCV)
         if not cfg.ffcv_dir:
             if cfg.name == "digits":
                 return  # converted on demand into the cache folder
@@ -179,7 +179,10 @@ def build_loaders(cfg, *, rank: int = 0, world_size: int = 1, device="cpu", seed
     common = dict(batch_size=per_rank, seed=seed, rank=rank, world=world_size)
 
     if cfg.loader == "ffcv":
-        from .loaders_ffcv import FfcvLoader
+        try:
+            from .loaders_ffcv import FfcvLoader
+        except ImportError as e:  # installed (check_data) but broken, e.g. a missing libturbojpeg
+            raise DataError(f"{NO_FFCV} ({type(e).__name__}: {e})".replace("\n", " ")) from None
         folder = Path(cfg.ffcv_dir) if cfg.ffcv_dir else None
         if folder is None:  # digits only (check_data refused the others)
             from .digits import ensure_cached

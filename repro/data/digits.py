@@ -7,7 +7,9 @@ replicated to 3 channels (uint8 RGB). Split: stratified 80/20 with
 
 With `data.ffcv_dir` empty the .beton files are written on demand to a cache folder
 (`$PRUNEREPRO_CACHE` or `~/.cache/prunerepro`, sub-folder `digits-v2`), under a file lock so that
-several ranks starting at once convert once and never see a half-written file.
+several ranks starting at once convert once and never see a half-written file. The rendered
+arrays and the split are kept there too (`rendered.npz`), so that later processes skip importing
+scikit-learn.
 """
 from __future__ import annotations
 
@@ -25,31 +27,59 @@ CACHE_VERSION = "digits-v2"  # bump when the rendering, the split or the files w
 SPLIT_SIZES = {"train": 1437, "val": 360}
 
 
-@lru_cache(maxsize=None)
-def _render_all() -> tuple[np.ndarray, np.ndarray]:
+RENDERED = "rendered.npz"  # beside the .beton files: images, labels and the split, as rendered below
+
+
+def _render() -> dict[str, np.ndarray]:
     from PIL import Image
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
     d = load_digits()
     grey = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
     up = np.stack([np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)) for g in grey])
-    rgb = np.repeat(up[..., None], 3, axis=3)
-    return np.ascontiguousarray(rgb), d.target.astype(np.int64)
+    labels = d.target.astype(np.int64)
+    tr, va = train_test_split(np.arange(len(labels)), test_size=VAL_FRACTION, stratify=labels,
+                              random_state=SPLIT_SEED)
+    return {"images": np.ascontiguousarray(np.repeat(up[..., None], 3, axis=3)), "labels": labels,
+            "train": np.sort(tr), "val": np.sort(va)}
+
+
+def _sound(r: dict[str, np.ndarray]) -> bool:
+    n = len(r["labels"])
+    return (r["images"].shape == (n, 32, 32, 3) and r["images"].dtype == np.uint8 and
+            {s: len(r[s]) for s in SPLIT_SIZES} == SPLIT_SIZES and n == sum(SPLIT_SIZES.values()))
 
 
 @lru_cache(maxsize=None)
-def _split_indices() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-    _, y = _render_all()
-    tr, va = train_test_split(np.arange(len(y)), test_size=VAL_FRACTION, stratify=y,
-                              random_state=SPLIT_SEED)
-    return np.sort(tr), np.sort(va)
+def _rendered() -> dict[str, np.ndarray]:
+    """The rendering and the split, kept in the cache folder after the first process made them:
+    importing scikit-learn (for its data and its split) costs ~2.5 s of CPU in every process that
+    reads digits (each trainer, each DDP rank); the file is the same arrays, checked on load."""
+    path = cache_dir() / RENDERED
+    try:
+        with np.load(path) as f:
+            r = {k: f[k] for k in ("images", "labels", "train", "val")}
+        if _sound(r):
+            return r
+    except (OSError, KeyError, ValueError):
+        pass  # absent, or unreadable: render again and replace it
+    r = _render()
+    try:
+        import io
+        from repro.io import atomic_write_bytes
+        buf = io.BytesIO()
+        np.savez(buf, **r)
+        atomic_write_bytes(path, buf.getvalue())  # concurrent first readers write the same bytes
+    except OSError:
+        pass  # a read-only cache folder: render in every process, as before
+    return r
 
 
 def read_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """'train' or 'val' -> (uint8 N x 32 x 32 x 3, int64 labels)."""
-    images, labels = _render_all()
-    idx = _split_indices()[0 if split == "train" else 1]
-    return images[idx], labels[idx]
+    r = _rendered()
+    idx = r["train" if split == "train" else "val"]
+    return r["images"][idx], r["labels"][idx]
 
 
 def write(out: str | Path, workers: int = -1) -> dict:
