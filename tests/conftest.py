@@ -66,7 +66,7 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
 # One OpenMP thread in every process the tests start (trainers, torchrun workers, launcher jobs,
 # the ISA matrix's child pytest), as in the test process itself (`_one_thread` below). The suite
-# runs two things at once on 2 cores (two xdist workers, or a trainer beside its test): a 2-thread
+# runs several things at once on 2 cores (xdist workers, or a trainer beside its test): a 2-thread
 # op then spins while its other thread waits for a core. Measured on a loaded 2-core machine: a
 # ResNet-20 forward of 8 images took 25 ms of CPU at 1 thread and 242 ms at 2.
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -256,7 +256,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`-n 2 --dist loadgroup` (the README's test command): whole groups (``xdist_group``) to a
+    """`-n 3 --dist loadgroup` (the README's test command): whole groups (``xdist_group``) to a
     worker, handed out in collection order. A file's module fixtures are then built once, not once
     per worker. xdist's own loadgroup cannot group here: it renames node ids to carry the group,
     which pytest 9 no longer allows (each test became a group of its own), and it would reorder

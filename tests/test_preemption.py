@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import psutil
@@ -21,7 +19,7 @@ import pytest
 import torch
 
 from repro import rundir
-from conftest import PAUSE_PLUGIN, PLUGINS, REPO, pause_at_step, with_plugins
+from conftest import PAUSE_PLUGIN, PLUGINS, pause_at_step, with_plugins
 from tests.test_train import TINY, cli, popen, wait_for
 
 SIGNALS_PLUGIN = PLUGINS / "signals.py"
@@ -40,29 +38,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_ranks(args: list[str], env: dict, timeout: float) -> list[tuple[int | None, str]]:
-    """Run the trainer as two gloo ranks (torchrun's environment, one process each); returns
-    [(exit code or None if it had to be killed, output)] per rank."""
+def _two_ranks(warm, args: list[str], env: dict, timeout: float) -> list[tuple[int | None, str]]:
+    """Run the trainer as two gloo ranks (torchrun's environment, one process each, forked from the
+    warm Python: conftest.WarmPython); returns [(exit code or None if it had to be killed, output)]
+    per rank."""
     port = _free_port()
-    procs = []
+    started = []
     for rank in (0, 1):
-        e = {**os.environ, **env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-             "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-             "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "repro.train", *args], cwd=REPO, env=e,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        e = {**env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        started.append(warm.start(["-m", "repro.train", *args], e))
     end = time.time() + timeout
-    while time.time() < end and any(p.poll() is None for p in procs):
+    while time.time() < end and any(pid not in warm.ended for pid, _ in started):
         time.sleep(0.2)
     out = []
-    for p in procs:
-        rc = p.poll()
+    for pid, log in started:
+        rc = warm.ended.get(pid)
         if rc is None:  # hung: the defect this file is about; its stacks go into its output
-            p.send_signal(signal.SIGQUIT)  # (tests/plugins/signals.py registers faulthandler for it)
+            os.kill(pid, signal.SIGQUIT)  # (tests/plugins/signals.py registers faulthandler for it)
             time.sleep(2)
-            p.kill()
-            p.wait(30)
-        out.append((rc, p.stdout.read()))
+            os.kill(pid, signal.SIGKILL)
+            warm.wait(pid, 30)
+        out.append((rc, log.read_text()))
     return out
 
 
@@ -72,7 +69,7 @@ def _ckpt(d):
 
 
 @pytest.mark.parametrize("case", ["steps-apart", "during-evaluation"])
-def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_path):
+def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_path, warm):
     d = tmp_path / "run"
     if case == "steps-apart":
         # rank 0 is signalled after step 5, rank 1 after step 6; the next agreement is at step 20
@@ -85,7 +82,7 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
     env = {**TWO_PLUGINS, "PRUNEREPRO_TEST_SIGNAL_AT": plan}
     t0 = time.time()
     # the CUDA stop-check cadence (every 20 steps), forced on CPU
-    ranks = _two_ranks(args + ["stop_check_every=20", "--run-dir", str(d)], env, timeout=240)
+    ranks = _two_ranks(warm, args + ["stop_check_every=20", "--run-dir", str(d)], env, timeout=240)
     for rank, (rc, log) in enumerate(ranks):
         assert rc == 75, f"rank {rank}: exit {rc} after {time.time() - t0:.0f}s (None = hung)\n{log[-3000:]}"
     assert "preempted:" in ranks[0][1]  # the one line is rank 0's; every rank exits 75 (above)
@@ -97,7 +94,7 @@ def test_stop_signal_reaching_ranks_at_different_points_stops_both(case, tmp_pat
     assert _ckpt(d) == where
     assert rundir.read_result(d) is None  # not failed, not done: to be requeued
     # ... and the requeued run finishes from that checkpoint (no signal planned)
-    rest = _two_ranks(args + ["--run-dir", str(d)], TWO_PLUGINS, timeout=240)
+    rest = _two_ranks(warm, args + ["--run-dir", str(d)], TWO_PLUGINS, timeout=240)
     assert [rc for rc, _ in rest] == [0, 0], rest[0][1][-3000:]
     assert rundir.read_result(d)["status"] == "done"
     assert all(f"{GROUP_HOLDERS_LINE} 0\n" in log for _, log in rest), rest[1][1][-3000:]
@@ -156,13 +153,13 @@ def test_sigterm_to_every_process_with_forkserver_loader_workers_is_a_preemption
     assert _ckpt(d) == (0, 8, 8) and rundir.read_result(d) is None  # to be requeued, not failed
 
 
-def test_rank0_checkpoint_write_failure_ends_every_rank_at_once(tmp_path):
+def test_rank0_checkpoint_write_failure_ends_every_rank_at_once(tmp_path, warm):
     """Issue 25 item 3: rank 0's disk is full at epoch 1's checkpoint while rank 1 waits for it in
     a collective; every rank must end within 60 s (not after dist_timeout_s = 600 s), the last
     good checkpoint (epoch 0's) intact, no result.json (the machine failed, not the run)."""
     d = tmp_path / "run"
     env = {**with_plugins(FULL_DISK_PLUGIN), "PRUNEREPRO_TEST_FULL_DISK_AT": "2"}
-    ranks = _two_ranks(TINY + ["--run-dir", str(d)], env, timeout=240)
+    ranks = _two_ranks(warm, TINY + ["--run-dir", str(d)], env, timeout=240)
     ended = time.time()
     for rank, (rc, log) in enumerate(ranks):
         assert rc == 1, f"rank {rank}: exit {rc} (None = still waiting)\n{log[-3000:]}"
