@@ -190,12 +190,14 @@ class WarmPython:
             else:
                 self.started.put(msg["pid"])
 
-    def start(self, argv: list[str], env: dict | None = None) -> tuple[int, Path]:
-        """Start a command (its environment: this process's plus ``env``); returns (pid, log file)."""
+    def start(self, argv: list[str], env: dict | None = None, split: bool = False) -> tuple[int, Path]:
+        """Start a command (its environment: this process's plus ``env``); returns (pid, log file).
+        ``split``: its stderr goes to the log file's name + ".err" instead."""
         self.n += 1
         log = self.logs / f"command-{self.n}.log"
         full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-        self.p.stdin.write(json.dumps({"argv": argv, "env": full, "log": str(log)}) + "\n")
+        req = {"argv": argv, "env": full, "log": str(log), **({"err": f"{log}.err"} if split else {})}
+        self.p.stdin.write(json.dumps(req) + "\n")
         self.p.stdin.flush()
         return self.started.get(timeout=300), log
 
@@ -224,11 +226,28 @@ class WarmPython:
         self.p.wait(60)
 
 
+_SHARED: list[WarmPython] = []
+
+
+def shared_warm() -> WarmPython:
+    """This process's warm Python, started on first use (the ``warm`` fixture, and the trainer
+    runs of tests/test_train.py's ``cli``/``popen``); closed when the session ends."""
+    if not _SHARED:
+        import tempfile
+        _SHARED.append(WarmPython(Path(tempfile.mkdtemp(prefix="prunerepro-warm-"))))
+    return _SHARED[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    while _SHARED:
+        z = _SHARED.pop()
+        z.close()
+        shutil.rmtree(z.logs, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def warm(tmp_path_factory):
-    z = WarmPython(tmp_path_factory.mktemp("warm-logs"))
-    yield z
-    z.close()
+def warm():
+    return shared_warm()
 
 
 # Files whose tests share one resource and must not run side by side on two xdist workers.

@@ -207,6 +207,27 @@ def test_header_layout_is_ffcvs_and_checking_a_file_needs_no_ffcv(cifar):
     assert got == ["50", "False"], got  # the fixture's 50 validation images
 
 
+def test_missing_or_broken_ffcv_is_one_line(cifar, monkeypatch):
+    """Not installed: check_data says so (without importing FFCV). Installed but not importable:
+    build_loaders says so, with the import's own error, on one line."""
+    import importlib.util
+    import sys
+    from repro.data import build as data_build
+    _, out = cifar
+    cfg = DataConfig(name="cifar10", ffcv_dir=str(out), batch_size=10)
+    real = importlib.util.find_spec
+    with monkeypatch.context() as m:
+        m.setattr(data_build.importlib.util, "find_spec", lambda name, *a: None if name == "ffcv" else real(name, *a))
+        with pytest.raises(DataError, match=r"^FFCV is not importable here: install it .* or set data.loader=plain$"):
+            check_data(cfg)
+    monkeypatch.setitem(sys.modules, "repro.data.loaders_ffcv", None)  # its import now fails
+    with pytest.raises(DataError) as e:
+        build_loaders(cfg)
+    assert str(e.value).startswith("FFCV is not importable here")
+    assert str(e.value).endswith("(ModuleNotFoundError: import of repro.data.loaders_ffcv halted; None in sys.modules)")
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.timeout(180)
 def test_corrupt_jpeg_fails_the_writer_cleanly(imnet, tmp_path):
     src, _ = imnet

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,14 +31,78 @@ TIMING = {"epoch_s", "imgs_per_s", "data_wait_s", "data_wait_share", "recorded_a
           "latency"}
 
 
+def _forkable(args: list[str], env: dict | None) -> bool:
+    """Whether a trainer run can be forked from the warm Python (conftest.WarmPython) instead of
+    started afresh (~5 s of CPU in imports each): one OpenMP thread (what the warm Python's torch
+    was imported with) and no W&B (whose service and exit hooks want a process of their own)."""
+    full = {**os.environ, **(env or {})}
+    return full.get("OMP_NUM_THREADS") == "1" and full.get("WANDB_MODE") == "disabled" and not any(
+        a.startswith("log.wandb=") and a != "log.wandb=disabled" for a in args)
+
+
 def cli(args: list[str], env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "repro.train", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, **kw)
+    """``python -m repro.train ARGS`` to its end (forked from the warm Python where it can be)."""
+    if kw or not _forkable(args, env):
+        return subprocess.run([sys.executable, "-m", "repro.train", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kw)
+    from conftest import shared_warm
+    z = shared_warm()
+    pid, log = z.start(["-m", "repro.train", *args], env, split=True)
+    p = WarmProcess(z, pid, log)
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(60)
+        raise
+    err = Path(f"{log}.err")
+    return subprocess.CompletedProcess(args, rc, log.read_text(), err.read_text() if err.exists() else "")
 
 
-def popen(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "repro.train", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+class WarmProcess:
+    """What the tests use of a subprocess.Popen (stdout and stderr together, text), for a trainer
+    forked from the warm Python."""
+
+    def __init__(self, z, pid: int, log: Path):
+        self.z, self.pid, self.log, self.returncode = z, pid, log, None
+        self.stdout = self  # .stdout.read(): everything it has written so far
+
+    def read(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def poll(self) -> int | None:
+        self.returncode = self.z.ended.get(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.time() + timeout
+        while self.poll() is None:
+            if end is not None and time.time() > end:
+                raise subprocess.TimeoutExpired(["repro.train"], timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+def popen(args: list[str], env: dict | None = None) -> subprocess.Popen | WarmProcess:
+    """``python -m repro.train ARGS`` started (forked from the warm Python where it can be), its
+    stdout and stderr together."""
+    if not _forkable(args, env):
+        return subprocess.Popen([sys.executable, "-m", "repro.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    from conftest import shared_warm
+    z = shared_warm()
+    pid, log = z.start(["-m", "repro.train", *args], env)
+    return WarmProcess(z, pid, log)
 
 
 def wait_for(pred, proc: subprocess.Popen, timeout: float = 600) -> None:

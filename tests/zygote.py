@@ -7,7 +7,8 @@ mostly torch, scikit-learn and torch's deterministic-mode set-up). The forked co
 environment names loaded as Python's start-up would load them: tests/plugins/site).
 
 Protocol (one JSON object per line): stdin {"argv": ["-m", MODULE, ...] | [SCRIPT, ...], "env":
-{...}, "log": PATH} starts a command with exactly that environment, its stdout and stderr in PATH;
+{...}, "log": PATH[, "err": PATH]} starts a command with exactly that environment, its stdout and
+stderr in PATH (its stderr in the second PATH when given);
 stdout {"pid": N} when it started, {"pid": N, "rc": R} when it ended (R as subprocess reports it:
 -SIG when killed by a signal). The zygote never runs torch ops itself (a fork after OpenMP started
 would hang), and uses no threads (a fork copies only the forking thread, with whatever locks
@@ -67,6 +68,9 @@ def _child(req: dict) -> None:
     os.environ.update(req["env"])
     fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
+    if req.get("err"):  # a file of its own; else one open file for both, as 2>&1 makes it
+        os.close(fd)
+        fd = os.open(req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
