@@ -254,6 +254,14 @@ def warm():
 SERIAL_GROUPS = {"tests/test_slurm_cluster.py": "slurm-cluster", "tests/test_slurm_launch.py": "slurm-cluster"}
 
 
+# The longest groups, longest first (fresh-clone run of the README command on a 2-core machine,
+# seconds: ISA rows 100-180 each, two launchers 137 (with its data 163), launch smoke 126, the
+# SLURM files together ~230): started first, so that the run does not end on one of them while
+# the other workers idle. The other groups with slow tests follow in file order, then the rest.
+LONGEST = ("tests/test_isa_matrix.py", "slurm-cluster", "tests/test_reliability.py", "tests/test_launch_smoke.py",
+           "tests/test_preemption.py", "tests/test_train_ddp.py", "tests/test_export.py", "tests/test_gpu_check.py")
+
+
 def xdist_group(nodeid: str) -> str:
     """The group a test runs in under pytest-xdist: its file; both SLURM files as one (one test
     cluster); each ISA-matrix row on its own."""
@@ -262,12 +270,18 @@ def xdist_group(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Order: groups with `slow` tests first, so that no long test starts last while the other
-    worker idles (xdist hands groups out in this order: `pytest_xdist_make_scheduler`). Without
+    """Order: the longest groups (LONGEST), then the other groups with `slow` tests, so that no long
+    test starts last while the other workers idle (xdist hands groups out in this order: `pytest_xdist_make_scheduler`). Without
     xdist the order is the same and the ISA matrix starts in a background thread right after
     collection (tests/test_isa_matrix.py)."""
     slow = {xdist_group(i.nodeid) for i in items if i.get_closest_marker("slow")}
-    items.sort(key=lambda i: xdist_group(i.nodeid) not in slow)  # stable: within a group the file's order stays
+
+    def rank(item) -> tuple:
+        g = xdist_group(item.nodeid)
+        first = next((n for n, prefix in enumerate(LONGEST) if g.startswith(prefix)), len(LONGEST))
+        return g not in slow, first
+
+    items.sort(key=rank)  # stable: within a group the file's order stays
     matrix = [i for i in items if i.nodeid.startswith("tests/test_isa_matrix.py")]
     if matrix and not config.option.collectonly and not os.environ.get("PYTEST_XDIST_WORKER"):
         matrix[0].module.start()  # the module instance the tests will read their results from
