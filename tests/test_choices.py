@@ -38,7 +38,20 @@ def test_the_criteria_are_the_listed_ones():
 
 def test_the_snf_searches_are_the_listed_ones():
     from repro.prune.snf_variants import DEFAULT_VARIANT, VARIANTS
-    assert sorted(VARIANTS) == sorted(choices.SNF_VARIANTS) and DEFAULT_VARIANT == PruneConfig().snf_variant
+    assert sorted(VARIANTS) == sorted(choices.SNF_VARIANTS)
+    snf = PruneConfig(method="snf", init_from="run:base", flops_reduction=50.0)
+    assert DEFAULT_VARIANT == snf.snf_variant == choices.SNF_VARIANTS[0]
+
+
+@pytest.mark.parametrize("kw", [{}, {"method": "sfp", "rate": 0.3}])
+def test_other_methods_record_one_snf_variant_whatever_the_default(kw):
+    """prune.snf_variant does nothing outside SNF. Those runs record one value, so a change of the
+    default renames no SFP or baseline run (the tables' `--check` holds their folder names)."""
+    from repro.config import ConfigError
+    for given in ({}, {"snf_variant": choices.SNF_VARIANTS[0]}, {"snf_variant": choices.SNF_VARIANT_INERT}):
+        assert PruneConfig(**kw, **given).snf_variant == choices.SNF_VARIANT_INERT
+    with pytest.raises(ConfigError, match="prune.snf_variant: is an SNF key; leave it unset"):
+        PruneConfig(**kw, snf_variant="stage")
 
 
 def test_every_data_set_has_its_implementation():

@@ -263,8 +263,8 @@ def test_snf_prune_builds_an_exact_compact_model(tmp_path, uniform):
     assert report["flops_reduction"] >= 45.0
     if not uniform:
         assert report["flops_reduction"] <= 45.1
-        # the default search re-estimates BN after each cut
-        assert report["variant"] == DEFAULT_VARIANT == "rise-bn" and report["bn_recalibration"] == BN_MODES["batch"]
+        # the default search is the abstract's: curves with the trained (eval-mode) BN statistics
+        assert report["variant"] == DEFAULT_VARIANT == "rise" and report["bn_recalibration"] == BN_MODES["eval"]
     json.dumps(report)
     # The compact model computes exactly what the hard-pruned dense model computes.
     hard = hard_prune(copy.deepcopy(model), arch, kept_indices(model, arch, report["kept"])).eval()

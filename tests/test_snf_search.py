@@ -230,6 +230,28 @@ def test_no_outcome_is_shown_before_every_net_has_its_pairs():
     assert "| resnet56 | 2 |" in section(rows, [], ("resnet20", "resnet56"), 2, 2, "cmd")
 
 
+def test_the_default_and_the_quoted_figures_are_the_confirmations():
+    """prune.snf_variant's default is what the plan's rule gives for docs/snf_confirm.jsonl, and the
+    README and the snf_cifar table's note quote the figures the report computes from it."""
+    from repro.bench.snf_confirm import ARCHS, N_CONFIRM
+    from repro.bench.snf_confirm_report import default_after, net_results
+    from repro.papers import snf_cifar
+    from repro.prune.snf_variants import DEFAULT_VARIANT
+
+    rows = snf_search.read_results(snf_search.REPO / "docs" / "snf_confirm.jsonl")
+    results = net_results(rows, ARCHS, N_CONFIRM, confirmatory=True)
+    assert results is not None, "the confirmation is complete in docs/snf_confirm.jsonl"
+    rule = default_after(results)
+    assert DEFAULT_VARIANT == ("rise-bn" if rule.startswith("`rise-bn` stays") else "rise")
+    readme = (snf_search.REPO / "README.md").read_text().replace("\u2212", "-")
+    note = " ".join(snf_cifar.TABLE.notes)
+    for r in results:
+        lo, hi = r.interval()
+        d = sum(r.diffs) / len(r.diffs)
+        for text in (readme, note):
+            assert f"{d:+.2f}" in text and f"[{lo:.2f}, {hi:.2f}]" in text and f"{r.p_holm:.3f}" in text, r.arch
+
+
 @pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
 def test_confirmation_quick_end_to_end_keeps_the_plan_byte_for_byte(tmp_path):
     from repro.bench import snf_confirm

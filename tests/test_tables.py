@@ -152,6 +152,16 @@ OVERFULL_PT = 10.0
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
+def test_the_committed_tables_are_current(path, tmp_path, monkeypatch):
+    """What `python -m repro.tables NAME --root runs --out tables --check` checks, in a folder
+    without runs: the paper side, the notes and every planned run folder's name are what the code
+    declares now (a config change that renamed runs, or a note left stale, shows here)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tables").symlink_to(REPO / "tables")
+    assert tables.check(load_table(path.stem), "runs", "tables") == []
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.name)
 def test_every_main_table_has_at_most_12_columns(path):
     header = next(ln for ln in path.read_text().splitlines() if ln.startswith("| Depth"))
     assert len(header.split("|")[1:-1]) <= MAX_MAIN_COLUMNS

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from repro.choices import COMPILE_BACKENDS, CRITERIA, DATASETS, LOADERS, PRUNE_METHODS, SNF_VARIANTS
+from repro.choices import (COMPILE_BACKENDS, CRITERIA, DATASETS, LOADERS, PRUNE_METHODS, SNF_VARIANT_INERT,
+                           SNF_VARIANTS)
 from repro.papers.recipes import CIFAR, IMAGENET, PRESETS, PRETRAINED_LR_SCALE
 
 from .keys import ConfigError, _Section, check, flatten, iter_keys, key, parse_value
@@ -137,9 +138,11 @@ class PruneConfig(_Section):
                                  "sensitivity curves are measured")
     uniform: bool = key(False, "SNF: one prune rate for every layer meeting the same FLOPs target (the "
                                "uniform baseline) instead of the sensitivity search")
-    snf_variant: str = key(SNF_VARIANTS[0], "SNF: the search (rise-bn = held-out loss rise per conv, BN "
-                                            "statistics re-estimated after each cut; rise = with the trained "
-                                            "BN statistics; stage, weights: docs/snf_search.md)",
+    snf_variant: str = key(SNF_VARIANTS[0], "SNF: the search (rise = held-out loss rise per conv with the "
+                                            "trained BN statistics, as the abstract describes; rise-bn = BN "
+                                            "statistics re-estimated after each cut; stage, weights: "
+                                            "docs/snf_search.md). Other methods: no effect, recorded as "
+                                            f"{SNF_VARIANT_INERT}",
                            choices=SNF_VARIANTS)
 
     def validate(self):
@@ -162,8 +165,10 @@ class PruneConfig(_Section):
                    f"is an SNF key; must be 0 for prune.method={self.method}", self.flops_reduction)
             check(not self.uniform, "prune.uniform", f"is an SNF key; must be false for prune.method={self.method}",
                    self.uniform)
-            check(self.snf_variant == SNF_VARIANTS[0], "prune.snf_variant",
-                  f"is an SNF key; must be {SNF_VARIANTS[0]} for prune.method={self.method}", self.snf_variant)
+            check(self.snf_variant in (SNF_VARIANTS[0], SNF_VARIANT_INERT), "prune.snf_variant",
+                  f"is an SNF key; leave it unset for prune.method={self.method}", self.snf_variant)
+            # one recorded value whatever the default: the default's change renames no such run
+            object.__setattr__(self, "snf_variant", SNF_VARIANT_INERT)
             check(self.finetune_epochs == 0, "prune.finetune_epochs",
                    f"is an SNF key; must be 0 for prune.method={self.method} (use schedule.epochs)",
                    self.finetune_epochs)

@@ -167,7 +167,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             run_stage),
     Variant("weights", "rise-bn under a floor: no fewer conv weights than the uniform model", run_weights),
 )}
-DEFAULT_VARIANT = SNF_VARIANTS[0]  # rise-bn; why: repro/choices.py
+DEFAULT_VARIANT = SNF_VARIANTS[0]  # rise; why: repro/choices.py
 
 
 def get_variant(name: str) -> Variant:
