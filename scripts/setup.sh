@@ -86,6 +86,15 @@ PIN_ARGS=()
 UPGRADE=()
 [ "$MODE" != latest ] || UPGRADE=(--upgrade --upgrade-strategy eager)
 
+# pip installs with --no-compile and this writes the bytecode pip would have written file by file on
+# one core (~70 s of CPU, half of it torch's) on every core instead. Without it each process would
+# compile what it imports, every time, where PYTHONDONTWRITEBYTECODE is set. Exit status ignored, as
+# pip ignores it: a few files are Python-3.12 syntax (torch's tests) that no import reaches.
+compile_env() {
+  log "compiling the environment's bytecode"
+  "$VPY" -m compileall -q -j 0 "$("$VPY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1 || true
+}
+
 # The stamp covers everything that decides what gets installed; unchanged stamp = nothing to do.
 STAMP=$VENV/.prunerepro-stamp
 want=$(cat pyproject.toml requirements/constraints.txt ${PINS:+"$PINS"} scripts/setup.sh | sha256sum | cut -c1-16)
@@ -96,7 +105,8 @@ if [ "$MODE" = latest ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     if [ "$has_gpu" = 1 ]; then TORCH_REQ=${PRUNEREPRO_TORCH:-torch}; else TORCH_REQ=${PRUNEREPRO_TORCH:-torch==2.13.0}; fi
     log "installing $TORCH_REQ"
-    "$VPY" -m pip install -q "$TORCH_REQ"
+    "$VPY" -m pip install -q --no-compile "$TORCH_REQ"
+    compile_env  # before the first `import torch` below
   fi
   if [ "$has_gpu" = 0 ]; then
     "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch build was installed on a machine without a GPU; remove .venv and re-run')"
@@ -107,7 +117,8 @@ if [ "$MODE" = latest ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   # torchvision then resolves to the release made for this torch (torchvision X pins torch ==Y;
   # an unpinned resolve would upgrade torch to a CUDA build from PyPI).
   TORCH_NOW=$("$VPY" -W ignore -c "import torch; print(torch.__version__.split('+')[0])")
-  "$VPY" -m pip install -q -e ".[ffcv,dev,export]" "torch==$TORCH_NOW" "${PIN_ARGS[@]}" "${UPGRADE[@]}"
+  "$VPY" -m pip install -q --no-compile -e ".[ffcv,dev,export]" "torch==$TORCH_NOW" "${PIN_ARGS[@]}" "${UPGRADE[@]}"
+  compile_env
   if [ "$has_gpu" = 0 ]; then
     "$VPY" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'the project install replaced the CPU torch build with a CUDA one; remove .venv and re-run')"
   fi
