@@ -252,6 +252,20 @@ def test_the_default_and_the_quoted_figures_are_the_confirmations():
             assert f"{d:+.2f}" in text and f"[{lo:.2f}, {hi:.2f}]" in text and f"{r.p_holm:.3f}" in text, r.arch
 
 
+def test_the_exploratory_section_says_whether_it_pruned_the_confirmations_baselines():
+    from repro.bench.snf_confirm_report import section
+
+    def row(method, seed, top1, base, arch="resnet20"):
+        return {"arch": arch, "reduction": 70.0, "method": method, "seed": seed, "top1": top1, "baseline_top1": base,
+                "search_s": 1.0, "finetune_s": 1.0, "finished_at": 0.0}
+    conf = [row(m, s, 90.0 + (m == "rise-bn") * s / 100, 99.0) for s in (101, 102) for m in ("uniform", "rise-bn")]
+    same = [row(m, s, 91.0 + (m == "rise-bn") * s / 50, 99.0) for s in (101, 102) for m in ("uniform", "rise-bn")]
+    other = [{**r, "baseline_top1": 99.0 + 0.5 * (r["seed"] == 102)} for r in same]
+    text = section(conf, same, ("resnet20",), 2, 2, "cmd")
+    assert "Exploratory: 3× longer" in text and "same top-1 as the confirmation's for the same seed: resnet20: 2 of 2." in text
+    assert "resnet20: 1 of 2 (mean |Δ| 0.25 points)" in section(conf, other, ("resnet20",), 2, 2, "cmd")
+
+
 @pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
 def test_confirmation_quick_end_to_end_keeps_the_plan_byte_for_byte(tmp_path):
     from repro.bench import snf_confirm

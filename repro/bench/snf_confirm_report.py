@@ -141,7 +141,7 @@ def confirm_table(results: list[NetResult]) -> str:
     return "\n".join(lines)
 
 
-def explore_table(results: list[NetResult], confirm_rows: list[dict]) -> str:
+def explore_table(results: list[NetResult], explore_rows: list[dict], confirm_rows: list[dict]) -> str:
     lines = ["| net | n | uniform top-1 | rise-bn top-1 | d = rise-bn − uniform | 95% interval of d | "
              "p (t), unadjusted | same seeds' d, confirmation's fine-tuning | run time (h) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -152,7 +152,23 @@ def explore_table(results: list[NetResult], confirm_rows: list[dict]) -> str:
         lines.append(f"| {r.arch} | {len(r.seeds)} | {_ms(r.uniform)} | {_ms(r.rise_bn)} | {_ms(r.diffs)} | "
                      f"[{lo:.2f}, {hi:.2f}] | {r.p:.4f} | {_ms(d10) if len(d10) > 1 else '-'} | "
                      f"{r.wall_s / 3600:.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + same_baselines(results, explore_rows, confirm_rows)
+
+
+def same_baselines(results: list[NetResult], explore_rows: list[dict], confirm_rows: list[dict]) -> str:
+    """Whether the exploratory runs pruned the confirmation's dense models: each harness run trains
+    a seed's baseline unless its cache holds it, and another CPU or thread count trains another one."""
+    parts = []
+    for r in results:
+        mine, theirs = pairs(explore_rows, r.arch), pairs(confirm_rows, r.arch)
+        gaps = [abs(mine[s]["uniform"]["baseline_top1"] - theirs[s]["uniform"]["baseline_top1"])
+                for s in r.seeds if s in theirs]
+        same = sum(g == 0 for g in gaps)
+        parts.append(f"{r.arch}: {same} of {len(gaps)}" + (f" (mean |Δ| {statistics.mean(gaps):.2f} points)"
+                                                           if same < len(gaps) else ""))
+    return ("Dense baselines with the same top-1 as the confirmation's for the same seed: " + "; ".join(parts) +
+            ". Where they differ the baseline was trained again (the cache did not hold it), and the last "
+            "column compares the same seeds, not the same dense models.")
 
 
 def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm: int, n_explore: int,
@@ -176,5 +192,5 @@ def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm
         body += (f"\n### Exploratory (3× fine-tuning): not complete\n\n{progress(explore_rows, archs, n_explore)}\n")
     else:
         body += ("\n### Exploratory: 3× longer fine-tuning (no verdict; no part in the default)\n\n"
-                 f"{explore_table(explored, confirm_rows)}\n")
+                 f"{explore_table(explored, explore_rows, confirm_rows)}\n")
     return head + body
