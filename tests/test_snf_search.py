@@ -264,6 +264,10 @@ def test_the_exploratory_section_says_whether_it_pruned_the_confirmations_baseli
     text = section(conf, same, ("resnet20",), 2, 2, "cmd")
     assert "Exploratory: 3× longer" in text and "same top-1 as the confirmation's for the same seed: resnet20: 2 of 2." in text
     assert "resnet20: 1 of 2 (mean |Δ| 0.25 points)" in section(conf, other, ("resnet20",), 2, 2, "cmd")
+    # a net with its exploratory pairs is shown while another still runs
+    conf56 = conf + [{**r, "arch": "resnet56"} for r in conf]
+    both = section(conf56, same, ("resnet20", "resnet56"), 2, 2, "cmd")
+    assert "| resnet20 | 2 |" in both.split("### Exploratory: 3×")[1] and "resnet56: 0 of 4 runs finished" in both
 
 
 @pytest.mark.timeout(300)  # wall time on a loaded 2-core machine; the budget below is CPU time
@@ -275,6 +279,8 @@ def test_confirmation_quick_end_to_end_keeps_the_plan_byte_for_byte(tmp_path):
     head = snf_confirm.plan_text(snf_search.REPO / "docs" / "snf_confirm.md").encode()
     (tmp_path / "snf_confirm.md").write_bytes(plan)
     argv = ["--quick", "--archs", "resnet20", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
+    # the exploratory runs take the confirmation's seeds: none finished yet is one line, exit 2
+    assert snf_confirm.main([*argv, "--explore"]) == 2 and not (tmp_path / "snf_confirm_explore.jsonl").exists()
     start = time.process_time()
     assert snf_confirm.main(argv) == 0
     assert time.process_time() - start < 45
@@ -288,6 +294,14 @@ def test_confirmation_quick_end_to_end_keeps_the_plan_byte_for_byte(tmp_path):
     # rewriting the section is idempotent and still leaves the plan alone
     assert snf_confirm.main([*argv, "--report-only"]) == 0
     assert (tmp_path / "snf_confirm.md").read_bytes() == written
+    # the exploratory runs: the confirmation's seeds, 3x its fine-tuning, shown below it
+    assert snf_confirm.main([*argv, "--explore"]) == 0
+    explored = [json.loads(line) for line in (tmp_path / "snf_confirm_explore.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["seed"]) for r in explored} == {(m, s) for m in ("uniform", "rise-bn") for s in (101, 102)}
+    assert {r["protocol"]["finetune_epochs"] for r in explored} == {3 * rows[0]["protocol"]["finetune_epochs"]}
+    text = (tmp_path / "snf_confirm.md").read_text()
+    assert text.startswith(head.decode()) and "### Exploratory: 3× longer fine-tuning" in text
+    assert "same top-1 as the confirmation's for the same seed: resnet20: 2 of 2." in text
     # a plan without its marker: one line, exit 2, nothing run or written
     (tmp_path / "snf_confirm.md").write_text("# a plan\n")
     assert snf_confirm.main(argv) == 2

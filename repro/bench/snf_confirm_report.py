@@ -4,6 +4,8 @@ Per net, ``rise-bn`` is paired with uniform seed by seed; d = top-1(rise-bn) - t
 Two-sided paired t-test (``scipy.stats.ttest_rel``), Holm's step-down correction over the nets'
 tests, the mean d with its 95% t interval, and the verdict by the plan's rules. Until every net
 has its pairs, the section shows only how many runs have finished (the plan allows no interim look).
+The exploratory runs (3x fine-tuning) use the confirmation's first accepted seeds of each net and are
+shown per net once complete: no verdict or default rides on them.
 """
 from __future__ import annotations
 
@@ -74,6 +76,11 @@ def pairs(rows: list[dict], arch: str) -> dict[int, dict[str, dict]]:
         if r["arch"] == arch and r["method"] in ARMS:
             by.setdefault(r["seed"], {})[r["method"]] = r
     return {s: arms for s, arms in sorted(by.items()) if len(arms) == len(ARMS)}
+
+
+def explore_seeds(confirm_rows: list[dict], arch: str, n: int) -> list[int]:
+    """The plan's exploratory seeds: the confirmation's first n accepted seeds of the net."""
+    return sorted(pairs(confirm_rows, arch))[:n]
 
 
 def net_results(rows: list[dict], archs, n: int, confirmatory: bool) -> list[NetResult] | None:
@@ -187,10 +194,15 @@ def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm
     body = (f"\n### Confirmation\n\nSeeds: {'; '.join(f'{r.arch} {r.seeds}' for r in confirmed)}. Holm over the "
             f"{len(confirmed)} tests; δ = {DELTA:.2f} points (one validation image).\n\n{confirm_table(confirmed)}\n\n"
             f"Default of `prune.snf_variant` by the plan's rule: {default_after(confirmed)}.\n")
-    explored = net_results(explore_rows, archs, n_explore, confirmatory=False)
-    if explored is None:
-        body += (f"\n### Exploratory (3× fine-tuning): not complete\n\n{progress(explore_rows, archs, n_explore)}\n")
-    else:
+    # Exploratory: each net shown once it has its pairs (no verdict rides on it, so no look to withhold)
+    mine = {a: set(explore_seeds(confirm_rows, a, n_explore)) for a in archs}
+    explore_rows = [r for r in explore_rows if r["seed"] in mine.get(r["arch"], ())]  # no stray seed
+    per_net = {a: net_results(explore_rows, (a,), n_explore, confirmatory=False) for a in archs}
+    explored = [res[0] for res in per_net.values() if res]
+    waiting = [a for a, res in per_net.items() if not res]
+    if explored:
         body += ("\n### Exploratory: 3× longer fine-tuning (no verdict; no part in the default)\n\n"
                  f"{explore_table(explored, explore_rows, confirm_rows)}\n")
+    if waiting:
+        body += (f"\n### Exploratory (3× fine-tuning): not complete\n\n{progress(explore_rows, waiting, n_explore)}\n")
     return head + body
