@@ -264,6 +264,15 @@ def test_the_exploratory_section_says_whether_it_pruned_the_confirmations_baseli
     text = section(conf, same, ("resnet20",), 2, 2, "cmd")
     assert "Exploratory: 3× longer" in text and "same top-1 as the confirmation's for the same seed: resnet20: 2 of 2." in text
     assert "resnet20: 1 of 2 (mean |Δ| 0.25 points)" in section(conf, other, ("resnet20",), 2, 2, "cmd")
+    # a seed whose baseline, trained again, falls below the bar is passed over for the next
+    from repro.bench.snf_confirm_report import explore_seeds
+    rejected = {"arch": "resnet20", "reduction": None, "seed": 102, "method": "baseline", "rejected": True,
+                "baseline_top1": 90.0}
+    conf3 = conf + [row(m, 103, 90.0, 99.0) for m in ("uniform", "rise-bn")]
+    assert explore_seeds(conf3, "resnet20", 2) == [101, 102]
+    assert explore_seeds(conf3, "resnet20", 2, [rejected]) == [101, 103]
+    text = section(conf3, [rejected] + [r for r in same if r["seed"] == 101], ("resnet20",), 2, 2, "cmd")
+    assert "2 of 4 runs finished, 1 of 2 pairs; seeds left out (dense baseline below the bar): 102." in text
     # a net with its exploratory pairs is shown while another still runs
     conf56 = conf + [{**r, "arch": "resnet56"} for r in conf]
     both = section(conf56, same, ("resnet20", "resnet56"), 2, 2, "cmd")

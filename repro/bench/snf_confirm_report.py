@@ -78,9 +78,13 @@ def pairs(rows: list[dict], arch: str) -> dict[int, dict[str, dict]]:
     return {s: arms for s, arms in sorted(by.items()) if len(arms) == len(ARMS)}
 
 
-def explore_seeds(confirm_rows: list[dict], arch: str, n: int) -> list[int]:
-    """The plan's exploratory seeds: the confirmation's first n accepted seeds of the net."""
-    return sorted(pairs(confirm_rows, arch))[:n]
+def explore_seeds(confirm_rows: list[dict], arch: str, n: int, explore_rows: list[dict] = ()) -> list[int]:
+    """The plan's exploratory seeds: the confirmation's first n accepted seeds of the net, passing
+    over one whose baseline, trained again for these runs, fell below the bar (the baseline rule,
+    which looks at the dense model only; the plan assumed the confirmation's baselines, which a
+    retrained one need not equal)."""
+    left = rejected_seeds(list(explore_rows))
+    return [s for s in sorted(pairs(confirm_rows, arch)) if (arch, s) not in left][:n]
 
 
 def net_results(rows: list[dict], archs, n: int, confirmatory: bool) -> list[NetResult] | None:
@@ -114,7 +118,8 @@ def progress(rows: list[dict], archs, n: int) -> str:
     left = rejected_seeds(rows)
     lines = []
     for arch in archs:
-        done = [r for r in kept_rows(rows) if r["arch"] == arch and r["method"] in ARMS]
+        # (seed, arm), once: two processes that raced on one run both append it
+        done = {(r["seed"], r["method"]) for r in kept_rows(rows) if r["arch"] == arch and r["method"] in ARMS}
         lines.append(f"- {arch}: {len(done)} of {2 * n} runs finished, {len(pairs(rows, arch))} of {n} pairs"
                      f"; seeds left out (dense baseline below the bar): "
                      f"{', '.join(str(s) for a, s in sorted(left) if a == arch) or 'none'}.")
@@ -173,9 +178,13 @@ def same_baselines(results: list[NetResult], explore_rows: list[dict], confirm_r
         same = sum(g == 0 for g in gaps)
         parts.append(f"{r.arch}: {same} of {len(gaps)}" + (f" (mean |Δ| {statistics.mean(gaps):.2f} points)"
                                                            if same < len(gaps) else ""))
+    passed = [f"{a} seed {s} ({v:.2f}%)" for (a, s), v in sorted(rejected_seeds(explore_rows).items())
+              if a in {r.arch for r in results}]
     return ("Dense baselines with the same top-1 as the confirmation's for the same seed: " + "; ".join(parts) +
             ". Where they differ the baseline was trained again (the cache did not hold it), and the last "
-            "column compares the same seeds, not the same dense models.")
+            "column compares the same seeds, not the same dense models." +
+            (f" Passed over for the next confirmation seed, their baseline trained again below the bar: "
+             f"{', '.join(passed)}." if passed else ""))
 
 
 def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm: int, n_explore: int,
@@ -195,8 +204,10 @@ def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm
             f"{len(confirmed)} tests; δ = {DELTA:.2f} points (one validation image).\n\n{confirm_table(confirmed)}\n\n"
             f"Default of `prune.snf_variant` by the plan's rule: {default_after(confirmed)}.\n")
     # Exploratory: each net shown once it has its pairs (no verdict rides on it, so no look to withhold)
-    mine = {a: set(explore_seeds(confirm_rows, a, n_explore)) for a in archs}
-    explore_rows = [r for r in explore_rows if r["seed"] in mine.get(r["arch"], ())]  # no stray seed
+    mine = {a: set(explore_seeds(confirm_rows, a, n_explore, explore_rows)) for a in archs}
+    left = rejected_seeds(explore_rows)
+    explore_rows = [r for r in explore_rows if r["seed"] in mine.get(r["arch"], ())  # no stray seed
+                    or (r["arch"], r["seed"]) in left]  # the passed-over ones stay listed
     per_net = {a: net_results(explore_rows, (a,), n_explore, confirmatory=False) for a in archs}
     explored = [res[0] for res in per_net.values() if res]
     waiting = [a for a, res in per_net.items() if not res]
