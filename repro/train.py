@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(cfg, run_dir)
     except (ConfigError, rundir.RunDirError, DataError, dist.DistEnvError) as e:
         _say(f"error: {e}")
+        _outlived_by_rank0()
         return EXIT_USAGE
     except (TrainingFailed, RunEnvironmentError) as e:
         _say(f"failed: {e}")
@@ -188,10 +189,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _rank0() -> bool:
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) in ("0", "")
+
+
 def _say(line: str) -> None:
     """One line on stderr; under torchrun/srun only rank 0 says it (every rank exits the same way)."""
-    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) in ("0", ""):
+    if _rank0():
         print(line, file=sys.stderr)
+
+
+RANK0_GRACE_S = 30
+
+
+def _outlived_by_rank0() -> None:
+    """The other ranks of a run refused at start-up wait (up to RANK0_GRACE_S) before exiting: torchrun
+    stops every worker as soon as one exits with an error, so a rank that exits first could stop
+    rank 0 before it has said why. Rank 0's exit ends the wait (the launcher stops the rest)."""
+    if not _rank0():
+        import time
+        time.sleep(RANK0_GRACE_S)
 
 
 if __name__ == "__main__":
