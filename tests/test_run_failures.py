@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from repro import rundir
-from conftest import REPO, pause_at_step
+from conftest import PLUGINS, REPO, pause_at_step, with_plugins
 from tests.test_bad_input import T
 from tests.test_train import TINY
 
@@ -104,15 +104,20 @@ def test_imagenet_folder_batch_and_a_corrupt_jpeg_met_while_training(warm, tmp_p
 
 
 @pytest.mark.slow
-def test_torchrun_batch_the_ranks_cannot_split(tmp_path):
+@pytest.mark.parametrize("rank0_late_s", [0, 4], ids=["together", "rank0-late"])
+def test_torchrun_batch_the_ranks_cannot_split(tmp_path, rank0_late_s):
     """Found before anything is created, said once (by rank 0) as the last thing that rank prints
     (the other rank prints nothing); torchrun then adds its own report of a failed worker, which is
-    torchrun's and not ours to shape. Each rank's own output is kept apart with --redirects/--log-dir."""
+    torchrun's and not ours to shape. Each rank's own output is kept apart with --redirects/--log-dir.
+    Also when rank 0 gets there last (as on a loaded machine): torchrun stops every worker once one
+    exits with an error, so the other rank must not exit first and cut rank 0 off before it speaks."""
     d, logs = tmp_path / "run", tmp_path / "logs"
+    late = {**with_plugins(PLUGINS / "late_rank0.py"), "PRUNEREPRO_TEST_LATE_RANK0": str(rank0_late_s)}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "--redirects", "3", "--log-dir", str(logs),
                           "-m", "repro.train", *TINY, "data.batch_size=33", "--run-dir", str(d)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **(late if rank0_late_s else {})})
     assert out.returncode != 0
     line = "error: data.batch_size=33 is not divisible by the 2 processes of this run; use a multiple of 2"
     own = {f"{p.parent.name}/{p.name}": p.read_text() for p in logs.rglob("*.log")}
