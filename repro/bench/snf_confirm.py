@@ -57,9 +57,13 @@ def harness(a, explore: bool, archs) -> argparse.Namespace:
     return snf_search.parse(argv)
 
 
-def explored_seeds(h, arch: str) -> set[int]:
+def results_of(h) -> list[dict]:
+    """The rows of a harness setting's results file that were made under its protocol."""
+    return snf_search.read_results(h.results, snf_search.protocol_key(h))
+
+
+def explored_seeds(rows: list[dict], arch: str) -> set[int]:
     """Seeds of the net with both exploratory arms finished, or left out by the baseline rule."""
-    rows = snf_search.read_results(h.results, snf_search.protocol_key(h))
     return set(pairs(rows, arch)) | {s for a, s in rejected_seeds(rows) if a == arch}
 
 
@@ -74,7 +78,7 @@ def write_section(a) -> None:
     from ..io import atomic_write_bytes
 
     conf, expl = harness(a, False, ARCHS), harness(a, True, ARCHS)
-    rows = [snf_search.read_results(h.results, snf_search.protocol_key(h)) for h in (conf, expl)]
+    rows = [results_of(h) for h in (conf, expl)]
     n_conf, n_expl = (N_QUICK, N_QUICK) if a.quick else (N_CONFIRM, N_EXPLORE)
     archs = a.archs if a.quick else ARCHS  # the plan's nets, whichever this process runs
     text = plan_text(a.plan) + section(*rows, archs, n_conf, n_expl, "python -m repro.bench.snf_confirm --report-only")
@@ -84,19 +88,19 @@ def write_section(a) -> None:
 def explore(a) -> int:
     """The exploratory runs, per net on the confirmation's first accepted seeds (the plan), one seed
     at a time, since a baseline trained again may fall below the bar where the confirmation's did not."""
-    conf = harness(a, False, ARCHS)
-    done = snf_search.read_results(conf.results, snf_search.protocol_key(conf))
+    done = results_of(harness(a, False, ARCHS))
     n = N_QUICK if a.quick else N_EXPLORE
     for arch in a.archs:
         h = harness(a, True, [arch])
         while True:
-            seeds = explore_seeds(done, arch, n, snf_search.read_results(h.results, snf_search.protocol_key(h)))
+            explored = results_of(h)
+            seeds = explore_seeds(done, arch, n, explored)
             if len(seeds) < n:
                 print(f"snf_confirm: --explore runs on the confirmation's first {n} accepted {arch} seeds; "
                       f"{len(seeds)} are available (those finished, less any whose baseline trained "
                       "again fell below the bar): run the confirmation first", file=sys.stderr)
                 return 2
-            todo = [s for s in seeds if s not in explored_seeds(h, arch)]
+            todo = [s for s in seeds if s not in explored_seeds(explored, arch)]
             if not todo:
                 break
             h.seeds = todo[:1]
@@ -112,12 +116,10 @@ def main(argv=None) -> int:
         print(f"snf_confirm: {a.plan} is missing or has no results marker line; nothing run or written",
               file=sys.stderr)
         return 2
-    if a.report_only:
-        pass
-    elif a.explore:
+    if a.explore and not a.report_only:
         if explore(a):
             return 2
-    else:
+    elif not a.report_only:
         snf_search.sweep(harness(a, False, a.archs))
     write_section(a)
     print(f"wrote the results section of {a.plan}")
