@@ -2,6 +2,8 @@
 import copy
 import json
 import math
+import re
+import statistics
 import time
 
 import pytest
@@ -250,6 +252,33 @@ def test_the_default_and_the_quoted_figures_are_the_confirmations():
         d = sum(r.diffs) / len(r.diffs)
         for text in (readme, note):
             assert f"{d:+.2f}" in text and f"[{lo:.2f}, {hi:.2f}]" in text and f"{r.p_holm:.3f}" in text, r.arch
+
+
+def test_the_readme_quotes_the_exploratory_figures_the_report_computes():
+    """The README's exploratory sentence quotes, per net, the figures the report computes from
+    docs/snf_confirm_explore.jsonl (d, its 95% interval, the unadjusted p), and calls them exploratory."""
+    from repro.bench.snf_confirm import ARCHS, N_EXPLORE
+    from repro.bench.snf_confirm_report import explore_results, pairs
+
+    docs = snf_search.REPO / "docs"
+    _, per_net = explore_results(snf_search.read_results(docs / "snf_confirm.jsonl"),
+                                 snf_search.read_results(docs / "snf_confirm_explore.jsonl"), ARCHS, N_EXPLORE)
+    assert all(per_net.values()), "the exploratory runs are complete in docs/snf_confirm_explore.jsonl"
+    readme = (snf_search.REPO / "README.md").read_text().replace("\u2212", "-")
+    start = readme.index("**Exploratory")
+    sentence = readme[start:readme.index("\n\n", start)]
+    for r in per_net.values():
+        lo, hi = r.interval()
+        d = sum(r.diffs) / len(r.diffs)
+        assert f"{d:+.2f}" in sentence and f"[{lo:.2f}, {hi:.2f}]" in sentence and f"p = {r.p:.3f}" in sentence, r.arch
+    # a "+m ± s" it quotes is the same seeds' d with the confirmation's fine-tuning (the report's column)
+    same_seeds, confirm = set(), snf_search.read_results(docs / "snf_confirm.jsonl")
+    for r in per_net.values():
+        ten = pairs(confirm, r.arch)
+        d10 = [ten[s]["rise-bn"]["top1"] - ten[s]["uniform"]["top1"] for s in r.seeds]
+        same_seeds.add(f"{statistics.mean(d10):+.2f} ± {statistics.stdev(d10):.2f}")
+    quoted = set(re.findall(r"[+-]\d+\.\d\d ± \d+\.\d\d", sentence))
+    assert quoted <= same_seeds, (quoted, same_seeds)
 
 
 def test_the_exploratory_section_says_whether_it_pruned_the_confirmations_baselines():

@@ -109,6 +109,18 @@ def net_results(rows: list[dict], archs, n: int, confirmatory: bool) -> list[Net
     return out
 
 
+def explore_results(confirm_rows: list[dict], explore_rows: list[dict], archs,
+                    n: int) -> tuple[list[dict], dict[str, NetResult | None]]:
+    """The exploratory rows of the plan's seeds (and the passed-over ones, which stay listed), and
+    each net's result, None while it has fewer than n pairs."""
+    mine = {a: set(explore_seeds(confirm_rows, a, n, explore_rows)) for a in archs}
+    left = rejected_seeds(explore_rows)
+    rows = [r for r in explore_rows if r["seed"] in mine.get(r["arch"], ())  # no stray seed
+            or (r["arch"], r["seed"]) in left]
+    per_net = {a: (net_results(rows, (a,), n, confirmatory=False) or [None])[0] for a in archs}
+    return rows, per_net
+
+
 def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
@@ -178,8 +190,9 @@ def same_baselines(results: list[NetResult], explore_rows: list[dict], confirm_r
         same = sum(g == 0 for g in gaps)
         parts.append(f"{r.arch}: {same} of {len(gaps)}" + (f" (mean |Δ| {statistics.mean(gaps):.2f} points)"
                                                            if same < len(gaps) else ""))
+    # only seeds the confirmation accepted were passed over; one it left out too is listed above the tables
     passed = [f"{a} seed {s} ({v:.2f}%)" for (a, s), v in sorted(rejected_seeds(explore_rows).items())
-              if a in {r.arch for r in results}]
+              if a in {r.arch for r in results} and s in pairs(confirm_rows, a)]
     return ("Dense baselines with the same top-1 as the confirmation's for the same seed: " + "; ".join(parts) +
             ". Where they differ the baseline was trained again (the cache did not hold it), and the last "
             "column compares the same seeds, not the same dense models." +
@@ -204,12 +217,8 @@ def section(confirm_rows: list[dict], explore_rows: list[dict], archs, n_confirm
             f"{len(confirmed)} tests; δ = {DELTA:.2f} points (one validation image).\n\n{confirm_table(confirmed)}\n\n"
             f"Default of `prune.snf_variant` by the plan's rule: {default_after(confirmed)}.\n")
     # Exploratory: each net shown once it has its pairs (no verdict rides on it, so no look to withhold)
-    mine = {a: set(explore_seeds(confirm_rows, a, n_explore, explore_rows)) for a in archs}
-    left = rejected_seeds(explore_rows)
-    explore_rows = [r for r in explore_rows if r["seed"] in mine.get(r["arch"], ())  # no stray seed
-                    or (r["arch"], r["seed"]) in left]  # the passed-over ones stay listed
-    per_net = {a: net_results(explore_rows, (a,), n_explore, confirmatory=False) for a in archs}
-    explored = [res[0] for res in per_net.values() if res]
+    explore_rows, per_net = explore_results(confirm_rows, explore_rows, archs, n_explore)
+    explored = [res for res in per_net.values() if res]
     waiting = [a for a, res in per_net.items() if not res]
     if explored:
         body += ("\n### Exploratory: 3× longer fine-tuning (no verdict; no part in the default)\n\n"

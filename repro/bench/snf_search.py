@@ -150,7 +150,11 @@ def equal_flops_target(row: dict) -> float:
     return math.ceil(row["flops_reduction"] * 1e4) / 1e4
 
 
-def sweep(a, log=print) -> list[dict]:
+def _log(line: str) -> None:
+    print(line, flush=True)  # a sweep runs for hours, usually into a file: each line as it happens
+
+
+def sweep(a, log=_log) -> list[dict]:
     torch.set_num_threads(a.threads)
     cache = Path(a.cache_dir) if a.cache_dir else cache_root()
     data = load_digits(heldout=a.heldout) if a.heldout >= 10 else None
