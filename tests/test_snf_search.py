@@ -258,7 +258,7 @@ def test_the_readme_quotes_the_exploratory_figures_the_report_computes():
     """The README's exploratory sentence quotes, per net, the figures the report computes from
     docs/snf_confirm_explore.jsonl (d, its 95% interval, the unadjusted p), and calls them exploratory."""
     from repro.bench.snf_confirm import ARCHS, N_EXPLORE
-    from repro.bench.snf_confirm_report import explore_results, pairs
+    from repro.bench.snf_confirm_report import explore_results, same_seeds_d
 
     docs = snf_search.REPO / "docs"
     _, per_net = explore_results(snf_search.read_results(docs / "snf_confirm.jsonl"),
@@ -272,11 +272,9 @@ def test_the_readme_quotes_the_exploratory_figures_the_report_computes():
         d = sum(r.diffs) / len(r.diffs)
         assert f"{d:+.2f}" in sentence and f"[{lo:.2f}, {hi:.2f}]" in sentence and f"p = {r.p:.3f}" in sentence, r.arch
     # a "+m ± s" it quotes is the same seeds' d with the confirmation's fine-tuning (the report's column)
-    same_seeds, confirm = set(), snf_search.read_results(docs / "snf_confirm.jsonl")
-    for r in per_net.values():
-        ten = pairs(confirm, r.arch)
-        d10 = [ten[s]["rise-bn"]["top1"] - ten[s]["uniform"]["top1"] for s in r.seeds]
-        same_seeds.add(f"{statistics.mean(d10):+.2f} ± {statistics.stdev(d10):.2f}")
+    confirm = snf_search.read_results(docs / "snf_confirm.jsonl")
+    same_seeds = {f"{statistics.mean(d10):+.2f} ± {statistics.stdev(d10):.2f}"
+                  for d10 in (same_seeds_d(r, confirm) for r in per_net.values())}
     quoted = set(re.findall(r"[+-]\d+\.\d\d ± \d+\.\d\d", sentence))
     assert quoted <= same_seeds, (quoted, same_seeds)
 

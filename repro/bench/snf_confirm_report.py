@@ -165,14 +165,19 @@ def confirm_table(results: list[NetResult]) -> str:
     return "\n".join(lines)
 
 
+def same_seeds_d(result: NetResult, confirm_rows: list[dict]) -> list[float]:
+    """d of an exploratory result's seeds as the confirmation (its shorter fine-tuning) measured them."""
+    ten = pairs(confirm_rows, result.arch)
+    return [ten[s]["rise-bn"]["top1"] - ten[s]["uniform"]["top1"] for s in result.seeds if s in ten]
+
+
 def explore_table(results: list[NetResult], explore_rows: list[dict], confirm_rows: list[dict]) -> str:
     lines = ["| net | n | uniform top-1 | rise-bn top-1 | d = rise-bn − uniform | 95% interval of d | "
              "p (t), unadjusted | same seeds' d, confirmation's fine-tuning | run time (h) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r.interval()
-        ten = pairs(confirm_rows, r.arch)
-        d10 = [ten[s]["rise-bn"]["top1"] - ten[s]["uniform"]["top1"] for s in r.seeds if s in ten]
+        d10 = same_seeds_d(r, confirm_rows)
         lines.append(f"| {r.arch} | {len(r.seeds)} | {_ms(r.uniform)} | {_ms(r.rise_bn)} | {_ms(r.diffs)} | "
                      f"[{lo:.2f}, {hi:.2f}] | {r.p:.4f} | {_ms(d10) if len(d10) > 1 else '-'} | "
                      f"{r.wall_s / 3600:.2f} |")
@@ -191,8 +196,9 @@ def same_baselines(results: list[NetResult], explore_rows: list[dict], confirm_r
         parts.append(f"{r.arch}: {same} of {len(gaps)}" + (f" (mean |Δ| {statistics.mean(gaps):.2f} points)"
                                                            if same < len(gaps) else ""))
     # only seeds the confirmation accepted were passed over; one it left out too is listed above the tables
+    accepted = {r.arch: pairs(confirm_rows, r.arch) for r in results}
     passed = [f"{a} seed {s} ({v:.2f}%)" for (a, s), v in sorted(rejected_seeds(explore_rows).items())
-              if a in {r.arch for r in results} and s in pairs(confirm_rows, a)]
+              if s in accepted.get(a, ())]
     return ("Dense baselines with the same top-1 as the confirmation's for the same seed: " + "; ".join(parts) +
             ". Where they differ the baseline was trained again (the cache did not hold it), and the last "
             "column compares the same seeds, not the same dense models." +
